@@ -1,0 +1,199 @@
+"Data pipeline tests: streaming, the cache, the split, bits per byte, and every bad input the issue lists."
+import math
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from gptlite.data import (DataError, TokenData, bits_per_byte, find_text_files, iter_text_chunks, prepare,
+                          prepare_data)
+from gptlite.tokenizer import EOT, train_tokenizer
+
+from conftest import SAMPLE, SHAKESPEARE
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def corpus(tmp_path, n_files=3):
+    text = SAMPLE.read_text(encoding="utf-8")
+    size = len(text) // n_files
+    for i in range(n_files):
+        write(tmp_path / "corpus" / f"sub{i % 2}" / f"doc{i}.txt", text[i * size:(i + 1) * size])
+    return tmp_path / "corpus"
+
+
+def test_round_trip_and_split(tok, tmp_path):
+    folder = corpus(tmp_path)
+    td = prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
+    files = find_text_files(folder)
+    texts = [f.read_text(encoding="utf-8") for f in files]
+    # decoding both splits gives every document back, each followed by <|endoftext|>
+    assert tok.decode(np.concatenate([td.train, td.val]).tolist()) == "".join(t + EOT for t in texts)
+    total = sum(len(t.encode()) for t in texts)
+    assert td.meta["train_bytes"] + td.meta["val_bytes"] == total
+    assert abs(td.meta["val_bytes"] / total - 0.1) < 0.01
+    assert td.meta["train_tokens"] == len(td.train) and td.meta["val_tokens"] == len(td.val)
+    assert td.train.dtype == np.uint16
+
+
+def test_small_chunks_lose_nothing(tok, tmp_path):
+    text = "".join(f"line {i} with é and 🍞 {'x' * (i % 50)}\n" for i in range(500)) + "y" * 3000  # a long last line
+    path = write(tmp_path / "a.txt", text)
+    chunks = list(iter_text_chunks(path, chunk_bytes=64))
+    assert "".join(chunks) == text
+    assert all(len(c.encode()) <= 128 for c in chunks)
+    td = prepare_data(path, tok, cache_dir=tmp_path / "cache", chunk_bytes=64, progress=False)
+    assert tok.decode(np.concatenate([td.train, td.val]).tolist()) == text + EOT
+
+
+def test_cache_reused_and_invalidated(tok, tmp_path):
+    folder = corpus(tmp_path)
+    a = prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
+    b = prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
+    assert a.path == b.path
+    (a.path / "train.bin").touch()  # reuse does not rewrite
+    mtime = (a.path / "train.bin").stat().st_mtime_ns
+    prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
+    assert (a.path / "train.bin").stat().st_mtime_ns == mtime
+    with open(find_text_files(folder)[0], "a", encoding="utf-8") as f:
+        f.write("One more sentence.\n")
+    c = prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
+    assert c.path != a.path and len(c.train) > len(a.train)
+
+
+def test_cache_of_another_tokenizer(tok, tmp_path):
+    td = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)
+    other = train_tokenizer([SAMPLE.read_text(encoding="utf-8")], vocab_size=500)
+    with pytest.raises(DataError, match="written by another tokenizer"):
+        TokenData.load(td.path, other)
+    assert TokenData.load(td.path, tok).meta == td.meta
+    with pytest.raises(DataError, match="not a token cache"):
+        TokenData.load(tmp_path, tok)
+
+
+def test_empty_folder_and_no_txt(tok, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty is empty"):
+        prepare_data(tmp_path / "empty", tok, cache_dir=tmp_path / "cache")
+    write(tmp_path / "md" / "notes.md", "text")
+    with pytest.raises(DataError, match="has no .txt files"):
+        prepare_data(tmp_path / "md", tok, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="does not exist"):
+        find_text_files(tmp_path / "nope")
+
+
+def test_non_utf8_names_file_and_offset_and_leaves_nothing(tok, tmp_path):
+    folder = tmp_path / "mixed"
+    write(folder / "a.txt", "good text\n" * 1000)
+    (folder / "b.txt").write_bytes("x".encode() * 70000 + "é".encode("latin-1") + b" more\n")
+    with pytest.raises(DataError, match=r"b\.txt: not valid UTF-8 at byte 70000"):
+        prepare_data(folder, tok, cache_dir=tmp_path / "cache", chunk_bytes=4096, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_too_small(tok, tmp_path):
+    write(tmp_path / "one.txt", "Just one line.\n")
+    with pytest.raises(DataError, match="too small to split"):
+        prepare_data(tmp_path / "one.txt", tok, cache_dir=tmp_path / "cache")
+    write(tmp_path / "few.txt", "A short line.\n" * 40)
+    td = prepare_data(tmp_path / "few.txt", tok, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(DataError, match="the val split has .* fewer than one block"):
+        td.get_batch("val", 2, block_size=64)
+    (tmp_path / "zero.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        prepare_data(tmp_path / "zero.txt", tok, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="val_fraction"):
+        prepare_data(tmp_path / "few.txt", tok, cache_dir=tmp_path / "cache", val_fraction=1.5)
+
+
+def test_batches(tok, tmp_path):
+    td = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)
+    g = torch.Generator().manual_seed(1)
+    x, y = td.get_batch("train", 8, 32, generator=g)
+    assert x.shape == y.shape == (8, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert int(x.max()) < len(tok)
+    x2, _ = td.get_batch("train", 8, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, x2)
+    # every window is a real slice of the split
+    flat = td.train.astype(np.int64)
+    row = x[0].numpy()
+    starts = np.flatnonzero(flat[:-32] == row[0])
+    assert any(np.array_equal(flat[s:s + 32], row) for s in starts)
+
+
+def test_bits_per_byte():
+    assert bits_per_byte(math.log(2), 8, 8) == pytest.approx(1.0)
+    assert bits_per_byte(2.0, 100, 400) == pytest.approx(2.0 * 100 / 400 / math.log(2))
+
+
+def test_streaming_memory_is_flat(tok, tmp_path):
+    # 8 MB of text, read 16 KB at a time: Python never holds more than a few hundred KB of it.
+    line = SAMPLE.read_text(encoding="utf-8")[:4000]
+    path = tmp_path / "big.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(2000):
+            f.write(f"{i} {line}\n")
+    size = path.stat().st_size
+    tracemalloc.start()
+    td = prepare_data(path, tok, cache_dir=tmp_path / "cache", chunk_bytes=1 << 14, progress=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size > 8e6
+    assert peak < size * 0.4, f"peak {peak / 1e6:.1f} MB while tokenizing {size / 1e6:.1f} MB"
+    assert td.meta["train_bytes"] + td.meta["val_bytes"] == size
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gptlite.data", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_success_and_reuse(tmp_path):
+    folder = corpus(tmp_path)
+    r = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bytes/token" in r.stdout
+    assert {"tokenizer.json", "tokenizer_config.json", "tokenizer_training.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    r2 = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet", cwd=tmp_path)
+    assert r2.returncode == 0 and r2.stdout.splitlines()[2] == r.stdout.splitlines()[2]  # same cache line
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda p: (p / "d").mkdir(), "is empty"),
+    (lambda p: write(p / "d" / "x.md", "no text here"), "has no .txt files"),
+    (lambda p: (p / "d").mkdir() or (p / "d" / "x.txt").write_bytes(b"abc\xff"), "not valid UTF-8 at byte 3"),
+    (lambda p: write(p / "d" / "x.txt", "tiny\n"), "too small to split"),
+])
+def test_cli_bad_input_exit_2_one_line(tmp_path, setup, message):
+    setup(tmp_path)
+    r = run_cli("--data", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--vocab-size", "300", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("gptlite-prepare: error:") and message in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
+def test_cli_vocab_mismatch(tmp_path):
+    folder = corpus(tmp_path)
+    assert run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "400", "--quiet", cwd=tmp_path).returncode == 0
+    r = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "900", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2 and "vocab_size=400, not 900" in r.stderr
+
+
+def test_prepare_trains_then_loads(tmp_path):
+    tok1, td1 = prepare(SAMPLE, tmp_path / "run", vocab_size=700, progress=False)
+    tok2, td2 = prepare(SAMPLE, tmp_path / "run", vocab_size=700, progress=False)
+    assert td1.path == td2.path and tok1.encode("hello there") == tok2.encode("hello there")
+
+
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="../shared/data/tinyshakespeare.txt is not beside the checkout")
+def test_tinyshakespeare(tmp_path):
+    tok, td = prepare(SHAKESPEARE, tmp_path / "run", vocab_size=2000, progress=False)
+    assert td.meta["train_bytes"] + td.meta["val_bytes"] == 1_115_394
+    assert 2.5 < (td.meta["train_bytes"] + td.meta["val_bytes"]) / (td.meta["train_tokens"] + td.meta["val_tokens"]) < 4.5
