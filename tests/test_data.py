@@ -197,3 +197,20 @@ def test_tinyshakespeare(tmp_path):
     tok, td = prepare(SHAKESPEARE, tmp_path / "run", vocab_size=2000, progress=False)
     assert td.meta["train_bytes"] + td.meta["val_bytes"] == 1_115_394
     assert 2.5 < (td.meta["train_bytes"] + td.meta["val_bytes"]) / (td.meta["train_tokens"] + td.meta["val_tokens"]) < 4.5
+
+
+def test_large_vocab_uses_uint32(tmp_path):
+    # A byte-level BPE whose vocabulary is larger than uint16 can index (the extra tokens are never produced).
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from gptlite.tokenizer import bytes_to_unicode, wrap_tokenizer
+    vocab = {EOT: 0, **{c: i + 1 for i, c in enumerate(bytes_to_unicode().values())}}
+    vocab.update({f"<unused{i}>": len(vocab) + i for i in range(70_000 - len(vocab))})
+    inner = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    inner.decoder = decoders.ByteLevel()
+    inner.add_special_tokens([EOT])
+    big = wrap_tokenizer(inner)
+    assert len(big) == 70_000
+    td = prepare_data(SAMPLE, big, cache_dir=tmp_path / "cache", progress=False)
+    assert td.train.dtype == np.uint32 and td.meta["dtype"] == "uint32"
+    assert big.decode(np.concatenate([td.train, td.val]).tolist()) == SAMPLE.read_text(encoding="utf-8") + EOT
