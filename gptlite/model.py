@@ -24,7 +24,7 @@ from torch import Tensor
 from .attention import CausalSelfAttention, KVCache
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'sinusoidal_table', 'MLP', 'Block', 'GPT', 'param_table',
+__all__ = ['POS_SCALE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'sinusoidal_table', 'MLP', 'Block', 'GPT', 'param_table',
            'save_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
 
 # %% ../nbs/02_model.ipynb #09a76fdb
@@ -67,7 +67,7 @@ class GPTConfig:
         if unknown: raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
-# %% ../nbs/02_model.ipynb #1787e863
+# %% ../nbs/02_model.ipynb #cf310031
 def sinusoidal_table(max_length: int, d_model: int) -> Tensor:
     "The fixed sine/cosine position table of 'Attention Is All You Need': (max_length, d_model)."
     pos = torch.arange(max_length, dtype=torch.float64)[:, None]                     # (L, 1)
@@ -76,6 +76,8 @@ def sinusoidal_table(max_length: int, d_model: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
     return table.float()
+
+POS_SCALE = 0.02 * math.sqrt(2)   # gives the table an RMS of 0.02, the std of the token embeddings at initialisation
 
 # %% ../nbs/02_model.ipynb #c5f8fb04
 class MLP(nn.Module):
@@ -102,7 +104,7 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), kv_cache)
         return x + self.mlp(self.ln_2(x))
 
-# %% ../nbs/02_model.ipynb #e0e4bd97
+# %% ../nbs/02_model.ipynb #b012362f
 class GPT(nn.Module):
     "A decoder-only transformer language model."
     def __init__(self, config: GPTConfig):
@@ -110,7 +112,8 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         if config.pos_encoding == "learned": self.pos_emb = nn.Embedding(config.max_length, config.d_model)
-        else: self.register_buffer("pos_table", sinusoidal_table(config.max_length, config.d_model), persistent=False)
+        else: self.register_buffer("pos_table", sinusoidal_table(config.max_length, config.d_model) * POS_SCALE,
+                                  persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
@@ -235,7 +238,7 @@ def load_checkpoint(path: str | Path,              # a directory written by `sav
         tokenizer = load_tokenizer(path)
     return model.to(device).eval(), tokenizer
 
-# %% ../nbs/02_model.ipynb #0cb29c34
+# %% ../nbs/02_model.ipynb #5e9aa809
 def _hf_names(config: GPTConfig):
     "Pairs of (gptlite name, GPT-2 name, transpose?) for every weight."
     names = [("tok_emb.weight", "transformer.wte.weight", False),
@@ -283,7 +286,7 @@ def from_hf(path_or_model) -> GPT:
     if hc.activation_function != "gelu":
         raise ValueError(f"gptlite uses exact GELU; this model uses {hc.activation_function!r}")
     sd = hf.state_dict()
-    sinusoidal = torch.equal(sd["transformer.wpe.weight"], sinusoidal_table(hc.n_positions, hc.n_embd))
+    sinusoidal = torch.equal(sd["transformer.wpe.weight"], sinusoidal_table(hc.n_positions, hc.n_embd) * POS_SCALE)
     config = GPTConfig(vocab_size=hc.vocab_size, max_length=hc.n_positions, n_layers=hc.n_layer, n_heads=hc.n_head,
                        d_model=hc.n_embd, d_ff=hc.n_inner or 4 * hc.n_embd, dropout=hc.resid_pdrop, bias=True,
                        pos_encoding="sinusoidal" if sinusoidal else "learned", layer_norm_eps=hc.layer_norm_epsilon)
