@@ -9,6 +9,8 @@ A variant is a side (`gpt` or `hf`) plus options joined with '+':
     fused    torch.optim.AdamW(..., fused=True)
     compile  torch.compile(model) (inductor; the first step's time is reported as compile time)
     bf16     forward under torch.autocast("cpu", dtype=torch.bfloat16) (weights, grads, AdamW stay fp32)
+    mathattn (gpt only) a proposed model change, patched in here: attention written out (q @ k^T, causal mask, softmax,
+             @ v) instead of F.scaled_dot_product_attention, which torch.compile fuses better on CPU at T=64
 e.g. `gpt`, `gpt+fused`, `gpt+compile+fused`, `hf+compile+fused`. `hf` (the baseline) is always measured.
 
 All variants live in one process and run interleaved: every round times one block of each variant (and a 2048x2048
@@ -24,15 +26,16 @@ medians of the per-round ratios (paired, so the machine's slow/fast levels cance
 MFU = model FLOPs per step / step time / measured fp32 matmul peak, with nanoGPT's count:
     FLOPs per step = (6 * N + 12 * n_layers * d_model * T) * B * T,  N = parameters without the position embedding.
 """
-import argparse, contextlib, datetime, os, platform, statistics, sys, time
+import argparse, contextlib, datetime, math, os, platform, statistics, sys, time, types
 
 import torch
 import torch.nn.functional as F
 
+from gptlite.attention import CausalSelfAttention, causal_mask
 from gptlite.model import GPT, GPTConfig, to_hf
 
-OPTIONS = {"fused", "compile", "bf16"}
-DEFAULT_VARIANTS = "gpt,gpt+fused,gpt+compile,gpt+compile+fused,gpt+bf16"
+OPTIONS = {"fused", "compile", "bf16", "mathattn"}
+DEFAULT_VARIANTS = "gpt,gpt+fused,gpt+compile,gpt+compile+fused,gpt+compile+fused+mathattn,gpt+bf16,hf+compile+fused"
 
 
 # ---------------------------------------------------------------- how busy is the rest of the machine?
@@ -71,16 +74,31 @@ def model_flops_per_step(model: GPT, batch: int) -> float:
     n = model.num_params() - (model.pos_emb.weight.numel() if c.pos_encoding == "learned" else 0)
     return (6 * n + 12 * c.n_layers * c.d_model * T) * batch * T
 
+def math_attention_forward(self: CausalSelfAttention, x, kv_cache=None, return_weights=False):
+    "CausalSelfAttention.forward for training with the attention written out (the `mathattn` option)."
+    if kv_cache is not None or return_weights: return CausalSelfAttention.forward(self, x, kv_cache, return_weights)
+    B, T, C = x.shape
+    q, k, v = self.qkv(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))   # (B, nh, T, hs)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))                                # (B, nh, T, T)
+    att = att.masked_fill(~causal_mask(T, T, x.device), float("-inf")).softmax(dim=-1)
+    att = F.dropout(att, self.dropout, self.training)
+    y = (att @ v).transpose(1, 2).reshape(B, T, C)
+    return self.resid_dropout(self.proj(y))
+
+
 class Variant:
     "A model, its optimizer, and one training step, built from the shared initial weights."
     def __init__(self, spec: str, base: GPT):
         side, *opts = spec.split("+")
-        if side not in ("gpt", "hf") or not set(opts) <= OPTIONS:
+        if side not in ("gpt", "hf") or not set(opts) <= OPTIONS or (side == "hf" and "mathattn" in opts):
             raise SystemExit(f"bad variant {spec!r}: a side (gpt, hf) and options from {sorted(OPTIONS)}, joined with '+'")
         self.spec, self.side, self.opts = spec, side, set(opts)
         if side == "gpt":
             self.model = GPT(base.config)
             self.model.load_state_dict(base.state_dict())
+            if "mathattn" in self.opts:
+                for block in self.model.blocks: block.attn.forward = types.MethodType(math_attention_forward, block.attn)
         else:
             self.model = to_hf(base)
             self.model.config._attn_implementation = "sdpa"
@@ -147,7 +165,7 @@ def loss_check(specs, base, steps, batch, log):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS}); hf is added")
-    p.add_argument("--repeats", type=int, default=9, help="rounds; each times one block of every variant")
+    p.add_argument("--repeats", type=int, default=15, help="rounds; each times one block of every variant")
     p.add_argument("--steps", type=int, default=0, help="steps per block (default: about --block-seconds of steps)")
     p.add_argument("--block-seconds", type=float, default=0.6)
     p.add_argument("--warmup", type=int, default=5, help="warm-up steps per variant (after the first, compiling one)")
@@ -190,7 +208,10 @@ def main():
             v = variants[spec] = Variant(spec, base)
             t0 = time.perf_counter(); v.step(seqs[0]); first = time.perf_counter() - t0
             for i in range(args.warmup): v.step(seqs[(i + 1) % len(seqs)])
-            t0 = time.perf_counter(); v.step(seqs[1]); per = time.perf_counter() - t0
+            wait_quiet(args.busy, args.max_wait)
+            per = float("inf")
+            for i in range(3):
+                t0 = time.perf_counter(); v.step(seqs[i]); per = min(per, time.perf_counter() - t0)
             v.n = args.steps or max(1, round(args.block_seconds / per))
             if "compile" in v.opts: v.compile_s = first - per
             log(f"  {spec:22s} first step {first:7.2f} s, then {per * 1e3:8.1f} ms/step -> {v.n} steps/block")
@@ -217,6 +238,8 @@ def main():
                 line.append(f"{spec} {ms:.1f}" + ("*" if busy > args.busy else ""))
             log(f"  round {r + 1}: " + ", ".join(line))
         log("  (* = contended block: other processes used more than --busy cores; left out of medians)")
+        if any(sum(b <= args.busy for _, b in rounds[s]) < 3 for s in specs):
+            log("  WARNING: fewer than 3 clean blocks for some variant: the machine was busy, run again when it is idle")
 
         def clean(spec): return [ms for ms, busy in rounds[spec] if busy <= args.busy]
         def paired(spec):

@@ -27,7 +27,7 @@ from .tokenizer import EOT, load_tokenizer, tokenizer_fingerprint, train_tokeniz
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'DataError', 'find_text_files', 'iter_text_chunks', 'bits_per_byte', 'corpus_fingerprint', 'TokenData',
-           'prepare_data', 'prepare', 'CLIParser', 'main']
+           'prepare_data', 'training_text', 'prepare', 'CLIParser', 'main']
 
 # %% ../nbs/03_data.ipynb #7e355d36
 class DataError(ValueError):
@@ -186,14 +186,23 @@ def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them,
         shutil.rmtree(tmp, ignore_errors=True)
     return TokenData.load(final, tokenizer)
 
-# %% ../nbs/03_data.ipynb #d832d4b5
+# %% ../nbs/03_data.ipynb #af57bf85
+def _split_at(total_bytes: int, val_fraction: float) -> int:
+    "Byte offset where the validation split starts, before moving it to a line start."
+    return total_bytes - int(total_bytes * val_fraction)
+
+def _line_start(raw: bytes, offset: int) -> int:
+    "Index of the first line start at or after `offset` in `raw`; len(raw) if there is none."
+    newline = raw.find(b"\n", max(0, offset - 1))
+    return len(raw) if newline < 0 else newline + 1
+
 def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, chunk_bytes: int, progress: bool) -> dict:
     "Stream `files` through `tokenizer` into out/train.bin and out/val.bin; return the counts for meta.json."
     start_time, vocab_size, eot = time.time(), len(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
     total = sum(f.stat().st_size for f in files)
     if total == 0: raise DataError(f"the corpus is empty: {len(files)} file(s), 0 bytes")
-    split_at = total - int(total * val_fraction)     # the first byte of validation text (moved to a line start)
+    split_at = _split_at(total, val_fraction)        # the first byte of validation text (moved to a line start)
     encoder, pos = tokenizer.backend_tokenizer, 0
     counts = dict(train_tokens=0, val_tokens=0, train_bytes=0, val_bytes=0)
     pending, pending_bytes = [], 0                    # (split, text or None for <|endoftext|>)
@@ -215,9 +224,8 @@ def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, c
                 raw = text.encode("utf-8")
                 if pos + len(raw) <= split_at: parts = [("train", raw)]
                 elif pos >= split_at: parts = [("val", raw)]
-                else:                                 # this piece holds the split: cut after a newline
-                    cut = raw.find(b"\n", split_at - pos)
-                    cut = len(raw) if cut < 0 else cut + 1
+                else:                                 # this piece holds the split: cut at a line start
+                    cut = _line_start(raw, split_at - pos)
                     parts = [("train", raw[:cut]), ("val", raw[cut:])]
                     if cut == len(raw): split_at = pos + len(raw)   # no newline left: validation starts after
                 for split, part in parts:
@@ -236,7 +244,21 @@ def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, c
                 eot_id=eot, dtype=np.dtype(dtype).name, val_fraction=val_fraction, **counts,
                 seconds=round(time.time() - start_time, 3))
 
-# %% ../nbs/03_data.ipynb #b41739db
+# %% ../nbs/03_data.ipynb #b140194f
+def training_text(files: list[Path], val_fraction: float = 0.1, chunk_bytes: int = 1 << 16) -> Iterator[str]:
+    "The text of `files` before the validation split (the last `val_fraction` of the bytes), in chunks."
+    split_at = _split_at(sum(f.stat().st_size for f in files), val_fraction)
+    pos = 0
+    for f in files:
+        for text in iter_text_chunks(f, chunk_bytes):
+            raw = text.encode("utf-8")
+            if pos + len(raw) <= split_at: yield text
+            else:                                 # the validation split starts in this piece, as in prepare_data
+                yield raw[:_line_start(raw, split_at - pos)].decode("utf-8")
+                return
+            pos += len(raw)
+
+# %% ../nbs/03_data.ipynb #82946c80
 def prepare(data: str | Path = "data",               # a .txt file or a folder of them
             out: str | Path = "saved_models/prepared", # where the tokenizer is kept (trained here if missing)
             vocab_size: int = 5000,                  # vocabulary size when a tokenizer is trained
@@ -254,7 +276,7 @@ def prepare(data: str | Path = "data",               # a .txt file or a folder o
                             f"use another output folder or the same vocab_size")
     else:
         start = time.time()
-        tok = train_tokenizer((t for f in files for t in iter_text_chunks(f)), vocab_size, show_progress=progress)
+        tok = train_tokenizer(training_text(files, val_fraction), vocab_size, show_progress=progress)
         # The tokenizer may have fewer than `vocab_size` tokens: merges stop when no pair occurs twice.
         info = dict(vocab_size=vocab_size, n_tokens=len(tok), seconds=round(time.time() - start, 3),
                     corpus_bytes=sum(f.stat().st_size for f in files))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptlite.data import (DataError, TokenData, bits_per_byte, find_text_files, iter_text_chunks, prepare,
-                          prepare_data)
+                          prepare_data, training_text)
 from gptlite.tokenizer import EOT, train_tokenizer
 
 from conftest import SAMPLE, SHAKESPEARE
@@ -41,6 +41,8 @@ def test_round_trip_and_split(tok, tmp_path):
     assert abs(td.meta["val_bytes"] / total - 0.1) < 0.01
     assert td.meta["train_tokens"] == len(td.train) and td.meta["val_tokens"] == len(td.val)
     assert td.train.dtype == np.uint16
+    # the tokenizer's training text is exactly the train split: it never sees validation text
+    assert "".join(training_text(files)).encode() == "".join(texts).encode()[:td.meta["train_bytes"]]
 
 
 def test_small_chunks_lose_nothing(tok, tmp_path):
