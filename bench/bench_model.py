@@ -13,13 +13,15 @@ A variant is a side (`gpt` or `hf`) plus options joined with '+':
              @ v) instead of F.scaled_dot_product_attention, which torch.compile fuses better on CPU at T=64
 e.g. `gpt`, `gpt+fused`, `gpt+compile+fused`, `hf+compile+fused`. `hf` (the baseline) is always measured.
 
-All variants live in one process and run interleaved: every round times one block of each variant (and a 2048x2048
-fp32 matmul, for the peak), in an order that rotates from round to round. Each block waits (up to --max-wait s) until
-the rest of the machine is idle, and records how busy the other processes were while it ran: blocks where they took
-more than --busy cores are "contended" and left out of the medians (they are counted in the table). Ratios are
-medians of the per-round ratios (paired, so the machine's slow/fast levels cancel) and ratios of the medians.
+All variants live in one process, built from the same initial weights, and run interleaved: every round times
+hf, A, hf, B, hf, ... (blocks of --steps steps; the order of A, B, ... rotates from round to round) and then a
+2048x2048 fp32 matmul for the machine's peak. Before each block we wait (up to --max-wait s) for the rest of the
+machine to be idle and record how busy the other processes were while the block ran: blocks where they used more than
+--busy cores are "contended" and left out (2-thread OpenMP slows down up to 20x when it shares the two cores). The
+"paired" speed of A is the median over rounds of (mean of the hf blocks just before and after A) / A, which cancels the
+machine's slow/fast levels; the ratio of the medians is printed too.
 
-    python bench/bench_model.py                          # default variants, ~3-5 min
+    python bench/bench_model.py                          # default variants, about 3-4 min
     python bench/bench_model.py --variants gpt,gpt+fused,gpt+compile+fused,gpt+bf16,hf+fused,hf+compile+fused
     python bench/bench_model.py --variants gpt+bf16 --repeats 0 --check-steps 200   # bf16 loss-tracking check only
 
@@ -54,7 +56,7 @@ class OtherLoad:
         b, s = _jiffies()
         return max(0.0, ((b - self.b) - (s - self.s)) / self.HZ / max(time.perf_counter() - self.t, 1e-3))
 
-def other_load(seconds=0.25):
+def other_load(seconds=0.1):
     m = OtherLoad(); m.start(); time.sleep(seconds); return m.stop()
 
 def wait_quiet(threshold, max_wait):
@@ -152,28 +154,28 @@ def loss_check(specs, base, steps, batch, log):
     for spec in ["gpt"] + [s for s in specs if s != "gpt" and s.startswith("gpt")]:
         v, t0 = Variant(spec, base), time.perf_counter()
         curves[spec] = [v.step(b).item() for b in batches]
-        log(f"  {spec:22s} {steps} steps in {time.perf_counter() - t0:6.1f} s")
+        log(f"  {spec:28s} {steps} steps in {time.perf_counter() - t0:6.1f} s")
     ref = curves["gpt"]
     marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
-    log(f"  {'variant':22s} " + " ".join(f"{'step ' + str(i):>9s}" for i in marks) + "   max|diff| vs gpt  last-10 mean")
+    log(f"  {'loss at':28s} " + " ".join(f"{'step ' + str(i):>9s}" for i in marks) + "  max|diff| vs gpt  mean of last 10")
     for spec, c in curves.items():
         diff = max(abs(a - b) for a, b in zip(c, ref))
-        log(f"  {spec:22s} " + " ".join(f"{c[i]:9.4f}" for i in marks) + f"   {diff:16.4f}  {statistics.mean(c[-10:]):.4f}")
+        log(f"  {spec:28s} " + " ".join(f"{c[i]:9.4f}" for i in marks) + f"  {diff:16.2e}  {statistics.mean(c[-10:]):.4f}")
     return curves
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS}); hf is added")
-    p.add_argument("--repeats", type=int, default=15, help="rounds; each times one block of every variant")
-    p.add_argument("--steps", type=int, default=0, help="steps per block (default: about --block-seconds of steps)")
-    p.add_argument("--block-seconds", type=float, default=0.6)
+    p.add_argument("--repeats", type=int, default=10, help="rounds; each times one block of every variant, between hf blocks")
+    p.add_argument("--steps", type=int, default=8, help="steps per block")
+    p.add_argument("--max-block", type=float, default=2.0, help="fewer steps for a variant whose block would take longer (s)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up steps per variant (after the first, compiling one)")
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--busy", type=float, default=0.3, help="a block is contended when other processes use more cores")
     p.add_argument("--max-wait", type=float, default=15.0, help="seconds to wait for an idle machine before a block")
-    p.add_argument("--check-steps", type=int, default=30, help="loss-tracking check length (0: skip)")
+    p.add_argument("--check-steps", type=int, default=20, help="loss-tracking check length (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -199,9 +201,10 @@ def main():
     dlogits, dloss, attn = check_equivalence(base, seqs[0])
     log(f"equivalence: max|logits gpt - hf| {dlogits:.2e}, |loss gpt - hf| {dloss:.2e}, hf attention '{attn}'")
 
-    rounds = {s: [] for s in specs}           # per round: (ms/step, other cores) or None
-    peaks = []
-    variants = {}
+    others = [s for s in specs if s != "hf"]
+    blocks = {s: [] for s in specs}           # every block: (ms/step, cores used by other processes)
+    pairs = {s: [] for s in others}           # per round: hf ms/step around the block / the block's ms/step
+    peaks, variants = [], {}
     if args.repeats > 0:
         log("\nbuilding and warming up" + (" (compile happens in the first step)" if any("compile" in s for s in specs) else ""))
         for spec in specs:
@@ -212,55 +215,66 @@ def main():
             per = float("inf")
             for i in range(3):
                 t0 = time.perf_counter(); v.step(seqs[i]); per = min(per, time.perf_counter() - t0)
-            v.n = args.steps or max(1, round(args.block_seconds / per))
+            # the same block length for every variant, fewer steps only for one far slower (bf16 without hardware bf16)
+            v.n = args.steps if per * args.steps <= args.max_block else max(1, int(args.max_block / per))
             if "compile" in v.opts: v.compile_s = first - per
-            log(f"  {spec:22s} first step {first:7.2f} s, then {per * 1e3:8.1f} ms/step -> {v.n} steps/block")
+            log(f"  {spec:28s} first step {first:7.2f} s, then {per * 1e3:8.1f} ms/step -> {v.n} steps/block")
 
-        log(f"\n{args.repeats} rounds, interleaved; waiting for < {args.busy} busy cores of other processes before each block")
         load = OtherLoad()
+        def block(spec, r):
+            "Time one block of `spec`; returns (ms/step, other cores), or (GFLOP/s, other cores) for the matmul peak."
+            wait_quiet(args.busy, args.max_wait)
+            load.start()
+            if spec == "peak": return matmul_gflops(2048, torch.float32, 3), load.stop()
+            v, i0 = variants[spec], r * 5
+            t0 = time.perf_counter()
+            for i in range(v.n): v.step(seqs[(i0 + i) % len(seqs)])
+            ms = (time.perf_counter() - t0) / v.n * 1e3
+            return ms, load.stop()
+
+        log(f"\n{args.repeats} rounds of hf, A, hf, B, hf, ... (order of A, B, ... rotating); before each block we wait "
+            f"for other processes to use < {args.busy} cores (at most {args.max_wait:.0f} s)")
+        mark = lambda busy: "*" if busy > args.busy else ""
         for r in range(args.repeats):
-            order = specs[r % len(specs):] + specs[:r % len(specs)] + ["peak"]
-            line = []
+            order = others[r % len(others):] + others[:r % len(others)] if others else []
+            hf_prev = block("hf", r); blocks["hf"].append(hf_prev)
+            line = [f"hf {hf_prev[0]:.1f}{mark(hf_prev[1])}"]
             for spec in order:
-                wait_quiet(args.busy, args.max_wait)
-                load.start()
-                if spec == "peak":
-                    gf = matmul_gflops(2048, torch.float32, 3); busy = load.stop()
-                    peaks.append(gf if busy <= args.busy else None)
-                    line.append(f"peak {gf:.0f}GF" + ("*" if busy > args.busy else ""))
-                    continue
-                v, i0 = variants[spec], r * 7
-                t0 = time.perf_counter()
-                for i in range(v.n): v.step(seqs[(i0 + i) % len(seqs)])
-                ms = (time.perf_counter() - t0) / v.n * 1e3
-                busy = load.stop()
-                rounds[spec].append((ms, busy))
-                line.append(f"{spec} {ms:.1f}" + ("*" if busy > args.busy else ""))
-            log(f"  round {r + 1}: " + ", ".join(line))
-        log("  (* = contended block: other processes used more than --busy cores; left out of medians)")
-        if any(sum(b <= args.busy for _, b in rounds[s]) < 3 for s in specs):
+                res = block(spec, r); blocks[spec].append(res)
+                hf_next = block("hf", r); blocks["hf"].append(hf_next)
+                if max(res[1], hf_prev[1], hf_next[1]) <= args.busy:
+                    pairs[spec].append((hf_prev[0] + hf_next[0]) / 2 / res[0])
+                line += [f"{spec} {res[0]:.1f}{mark(res[1])}", f"hf {hf_next[0]:.1f}{mark(hf_next[1])}"]
+                hf_prev = hf_next
+            gf, busy = block("peak", r)
+            if busy <= args.busy: peaks.append(gf)
+            log(f"  round {r + 1}: " + ", ".join(line) + f", peak {gf:.0f} GFLOP/s{mark(busy)}")
+        log("  (* = contended block: other processes used more than --busy cores; left out of medians and ratios)")
+        clean = {s: [ms for ms, busy in blocks[s] if busy <= args.busy] for s in specs}
+        if any(len(c) < 3 for c in clean.values()):
             log("  WARNING: fewer than 3 clean blocks for some variant: the machine was busy, run again when it is idle")
 
-        def clean(spec): return [ms for ms, busy in rounds[spec] if busy <= args.busy]
-        def paired(spec):
-            return [h[0] / s[0] for s, h in zip(rounds[spec], rounds["hf"]) if s[1] <= args.busy and h[1] <= args.busy]
-        peak = statistics.median([g for g in peaks if g] or [float("nan")])
-        hf_med = statistics.median(clean("hf") or [float("nan")])
-        log(f"\nfp32 matmul peak (2048x2048, {args.threads} threads): median {peak:.1f} GFLOP/s over "
-            f"{sum(1 for g in peaks if g)} clean rounds")
-        log(f"\n| variant | steps/block | clean blocks | median ms/step | min ms/step | tokens/s | speed vs hf "
-            f"(ratio of medians) | speed vs hf (median paired) | MFU | compile s |")
-        log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for spec in specs:
-            c, pr, v = clean(spec), paired(spec), variants[spec]
-            med = statistics.median(c) if c else float("nan")
-            pr_s = f"{statistics.median(pr):.3f}x (n={len(pr)})" if pr else "-"
-            log(f"| {spec} | {v.n} | {len(c)}/{len(rounds[spec])} | {med:.1f} | {min(c) if c else float('nan'):.1f} | "
-                f"{B * T / med * 1e3:,.0f} | {hf_med / med:.3f}x | {pr_s} | {flops / (med / 1e3) / (peak * 1e9):.1%} | "
-                f"{'-' if v.compile_s is None else f'{v.compile_s:.1f}'} |")
+        nan = float("nan")
+        peak = statistics.median(peaks) if peaks else nan
+        med = {s: statistics.median(c) if c else nan for s, c in clean.items()}
+        log(f"\nfp32 matmul peak (2048x2048, {args.threads} threads): median {peak:.1f} GFLOP/s over {len(peaks)} rounds "
+            f"(range {min(peaks, default=nan):.0f}-{max(peaks, default=nan):.0f})")
         if any("bf16" in s for s in specs):
-            log(f"bf16 matmul (512x512): {matmul_gflops(512, torch.bfloat16, 1):.1f} GFLOP/s "
-                f"(fp32 512x512: {matmul_gflops(512, torch.float32, 10):.1f})")
+            log(f"bf16 matmul (512x512): {matmul_gflops(512, torch.bfloat16, 1):.1f} GFLOP/s, "
+                f"fp32 (512x512): {matmul_gflops(512, torch.float32, 10):.1f} GFLOP/s")
+        log(f"\nspeed vs hf = hf ms/step / variant ms/step (> 1: faster than the plain HF baseline). 'paired': median over "
+            f"rounds of the hf blocks just before and after / the variant's block. MFU = {flops / 1e9:.3f} GFLOP / "
+            f"(median ms/step) / fp32 matmul peak.\n")
+        log("| variant | steps/block | clean blocks | median ms/step | min ms/step | tokens/s (median) "
+            "| speed vs hf, paired | speed vs hf, ratio of medians | MFU | compile s |")
+        log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for spec in specs:
+            c, v = clean[spec], variants[spec]
+            pr = pairs.get(spec, [])
+            paired = "1 (baseline)" if spec == "hf" else (f"**{statistics.median(pr):.3f}x** (n={len(pr)})" if pr else "-")
+            log(f"| {spec} | {v.n} | {len(c)}/{len(blocks[spec])} | {med[spec]:.1f} | {min(c, default=nan):.1f} | "
+                f"{B * T / med[spec] * 1e3:,.0f} | {paired} | {med['hf'] / med[spec]:.3f}x | "
+                f"{flops / (med[spec] / 1e3) / (peak * 1e9):.1%} | {'-' if v.compile_s is None else f'{v.compile_s:.1f}'} |")
 
     if args.check_steps > 0:
         log(f"\nloss-tracking check: {args.check_steps} steps on a repeated fixed random sequence (learnable), "

@@ -25,7 +25,7 @@ from .attention import CausalSelfAttention, KVCache
 
 # %% auto #0
 __all__ = ['POS_SCALE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'sinusoidal_table', 'MLP', 'Block', 'GPT', 'param_table',
-           'save_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
+           'write_model_files', 'save_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
 
 # %% ../nbs/02_model.ipynb #09a76fdb
 @dataclass
@@ -183,8 +183,19 @@ def param_table(model: GPT) -> dict[str, int]:
         groups[part] = groups.get(part, 0) + p.numel()
     return groups
 
-# %% ../nbs/02_model.ipynb #a7de9c02
+# %% ../nbs/02_model.ipynb #11528214
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+def write_model_files(model: GPT, directory: str | Path):
+    "Write config.json and model.safetensors into `directory`, each to a temporary file renamed into place."
+    directory = Path(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    config = json.dumps({"model_type": "gptlite", **model.config.to_dict()}, indent=2)
+    for name, write in [(CONFIG_NAME, lambda p: p.write_text(config)),
+                        (WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))]:  # lm_head is tied
+        tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        write(tmp)
+        os.replace(tmp, directory / name)
 
 def save_checkpoint(path: str | Path,            # the checkpoint directory to (re)place
                     model: GPT,
@@ -197,9 +208,7 @@ def save_checkpoint(path: str | Path,            # the checkpoint directory to (
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir()
-        (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "gptlite", **model.config.to_dict()}, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})   # lm_head is tied to tok_emb
+        write_model_files(model, tmp)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         if write_extra is not None: write_extra(tmp)
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
