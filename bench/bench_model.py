@@ -28,7 +28,7 @@ machine's slow/fast levels; the ratio of the medians is printed too.
 MFU = model FLOPs per step / step time / measured fp32 matmul peak, with nanoGPT's count:
     FLOPs per step = (6 * N + 12 * n_layers * d_model * T) * B * T,  N = parameters without the position embedding.
 """
-import argparse, contextlib, datetime, math, os, platform, statistics, sys, time, types
+import argparse, contextlib, datetime, math, os, platform, statistics, time, types
 
 import torch
 import torch.nn.functional as F
@@ -102,9 +102,9 @@ class Variant:
             if "mathattn" in self.opts:
                 for block in self.model.blocks: block.attn.forward = types.MethodType(math_attention_forward, block.attn)
         else:
-            self.model = to_hf(base)
-            self.model.config._attn_implementation = "sdpa"
-            assert self.model.config._attn_implementation == "sdpa"
+            self.model = to_hf(base)                       # transformers picks sdpa by default: checked, not forced
+            if self.model.config._attn_implementation != "sdpa":
+                raise SystemExit(f"the HF model uses {self.model.config._attn_implementation!r} attention, not sdpa")
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, fused=True if "fused" in self.opts else None)
         self.fwd = torch.compile(self.model) if "compile" in self.opts else self.model
@@ -264,7 +264,8 @@ def main():
                 f"fp32 (512x512): {matmul_gflops(512, torch.float32, 10):.1f} GFLOP/s")
         log(f"\nspeed vs hf = hf ms/step / variant ms/step (> 1: faster than the plain HF baseline). 'paired': median over "
             f"rounds of the hf blocks just before and after / the variant's block. MFU = {flops / 1e9:.3f} GFLOP / "
-            f"(median ms/step) / fp32 matmul peak.\n")
+            f"(median ms/step) / fp32 matmul peak. compile s = first step - a later step (0: the compiled graph of an "
+            f"earlier variant was reused).\n")
         log("| variant | steps/block | clean blocks | median ms/step | min ms/step | tokens/s (median) "
             "| speed vs hf, paired | speed vs hf, ratio of medians | MFU | compile s |")
         log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
