@@ -28,7 +28,16 @@ machine's slow/fast levels; the ratio of the medians is printed too.
 MFU = model FLOPs per step / step time / measured fp32 matmul peak, with nanoGPT's count:
     FLOPs per step = (6 * N + 12 * n_layers * d_model * T) * B * T,  N = parameters without the position embedding.
 """
-import argparse, contextlib, datetime, math, os, platform, statistics, time, types
+import argparse
+import contextlib
+import datetime
+import math
+import os
+import platform
+import statistics
+import time
+import types
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +52,9 @@ DEFAULT_VARIANTS = "gpt,gpt+fused,gpt+compile,gpt+compile+fused,gpt+compile+fuse
 # ---------------------------------------------------------------- how busy is the rest of the machine?
 def _jiffies():
     "(busy jiffies of the whole machine, jiffies of this process)"
-    v = list(map(int, open("/proc/stat").readline().split()[1:]))
+    v = list(map(int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]))
     busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]       # user nice system irq softirq steal
-    s = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    s = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     return busy, int(s[11]) + int(s[12])                 # utime + stime of all our threads
 
 class OtherLoad:

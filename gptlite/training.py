@@ -12,10 +12,9 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +314,7 @@ def train(cfg: TrainConfig,                    # the run's settings
         return m
 
     bar = tqdm(total=cfg.max_iters, initial=step, disable=not (progress and master), desc="training", unit="step")
-    recent, t_log, last_eval = [], time.time(), None
+    recent, t_log = [], time.time()
     while step < cfg.max_iters and not (cfg.time_budget and elapsed() >= cfg.time_budget):
         lr = lr_at(progress_frac(), step, cfg)
         for group in optimizer.param_groups: group["lr"] = lr
@@ -347,7 +346,7 @@ def train(cfg: TrainConfig,                    # the run's settings
             recent, t_log = [], time.time()
         bar.update(1)
         if stop_after is not None and step >= stop_after: bar.close(); return dict(step=step)
-        if step % cfg.eval_interval == 0 and step < cfg.max_iters: last_eval = evaluate_and_save(False)
+        if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save(False)
     bar.close()
     m = evaluate_and_save(True)
     summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gptlite.model import load_checkpoint
-from gptlite.training import TrainingError, make_config, train
+from gptlite.training import make_config, train
 
 from conftest import SAMPLE
 
