@@ -293,7 +293,7 @@ def train(cfg: TrainConfig,                    # the run's settings
         if master:
             with open(metrics_path, "a") as f: f.write(json.dumps(m) + "\n")
 
-    def evaluate_and_save(final: bool):
+    def evaluate_and_save():
         nonlocal best_val
         val = estimate_loss(model, td, cfg, "val", ctx, device)
         train_l = estimate_loss(model, td, cfg, "train", ctx, device)
@@ -346,9 +346,9 @@ def train(cfg: TrainConfig,                    # the run's settings
             recent, t_log = [], time.time()
         bar.update(1)
         if stop_after is not None and step >= stop_after: bar.close(); return dict(step=step)
-        if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save(False)
+        if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save()
     bar.close()
-    m = evaluate_and_save(True)
+    m = evaluate_and_save()
     summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")})
     if master:
         best, _ = load_checkpoint(out, device=device, with_tokenizer=False)
@@ -407,8 +407,6 @@ def main(argv: list[str] | None = None):
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     try:
         cfg = make_config(args.preset, **overrides)
-        if args.resume and not (Path(args.out) / "last" / "training_state.pt").is_file():
-            raise TrainingError(f"--resume: no checkpoint to resume in {Path(args.out) / 'last'}")
         if not args.resume and (Path(args.out) / "last" / "training_state.pt").is_file():
             raise TrainingError(f"{args.out} already holds a run: pass --resume to continue it, or choose another --out")
         summary = train(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
