@@ -1,6 +1,8 @@
 """Quality per wall-clock: train on ../shared/data/tinyshakespeare.txt for a time budget and score the best checkpoint
 on the whole validation split (the last 10% of the file), in bits per byte, with the run's training tokens/s.
 
+    python bench/bench_train.py --runs "preset=cpu-2min" "preset=cpu-2min,optimizer=adamw"
+    python bench/bench_train.py --runs "preset=cpu-10min"
     python bench/bench_train.py --budget 120 --runs "preset=cpu" "preset=cpu,vocab_size=2048,max_length=64,batch_size=12"
 
 Each run is `gptlite.training.train` with a preset and overrides (comma-separated `field=value`), in its own process
@@ -27,7 +29,8 @@ def one_run(spec: str, budget: float, data: Path) -> dict:
     preset = opts.pop("preset", "cpu")
     with tempfile.TemporaryDirectory() as d:
         args = [sys.executable, "-m", "gptlite.training", "--data", str(data), "--out", f"{d}/run", "--preset", preset,
-                "--time-budget", str(budget), "--max-iters", "10000000", "--quiet", "--sample-tokens", "0"]
+                "--quiet", "--sample-tokens", "0"]
+        if budget: args += ["--time-budget", str(budget), "--max-iters", "10000000"]   # else the preset's budget
         for k, v in opts.items(): args += ["--" + k.replace("_", "-"), v]
         start = time.time()
         r = subprocess.run(args, capture_output=True, text=True)
@@ -45,13 +48,13 @@ def one_run(spec: str, budget: float, data: Path) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=120)
+    ap.add_argument("--budget", type=float, default=None, help="seconds (default: each preset's time_budget)")
     ap.add_argument("--data", type=Path, default=SHAKESPEARE)
     ap.add_argument("--runs", nargs="+", default=["preset=cpu"])
     args = ap.parse_args()
     if not args.data.is_file(): sys.exit(f"{args.data} not found")
     import torch
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, {os.cpu_count()} cores, budget {args.budget:g}s, "
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, {os.cpu_count()} cores, budget {args.budget or 'from preset'}, "
           f"{args.data.name}", flush=True)
     for spec in args.runs:
         print(json.dumps(one_run(spec, args.budget, args.data)), flush=True)

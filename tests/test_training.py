@@ -39,8 +39,9 @@ def metrics(run):
     return [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_exact_resume_in_process(tmp_path):
-    cfg = make_config(**TINY, max_iters=40, eval_interval=10)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_exact_resume_in_process(tmp_path, optimizer):
+    cfg = make_config(**TINY, max_iters=40, eval_interval=10, optimizer=optimizer)
     train(cfg, SAMPLE, tmp_path / "a", progress=False)
     train(cfg, SAMPLE, tmp_path / "b", progress=False, stop_after=27)    # dies after step 27; last/ is at step 20
     train(cfg, SAMPLE, tmp_path / "b", progress=False, resume=True)

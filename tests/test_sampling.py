@@ -1,0 +1,96 @@
+"Sampling tests: the logits rules keep exactly the right tokens, UTF-8-safe streaming, stop strings across pieces."
+import random
+
+import pytest
+import torch
+from hypothesis import assume, given, settings, strategies as st
+
+from gptlite.sampling import (StopChecker, TextStreamer, apply_repetition_penalty, apply_top_k, apply_top_p,
+                              process_logits, sample_next, token_bytes_table)
+from gptlite.tokenizer import train_tokenizer
+
+from conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def small_tok():
+    return train_tokenizer([SAMPLE.read_text()], vocab_size=600)
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    torch.manual_seed(0)
+    x = torch.randn(8, 300)
+    for k in (1, 5, 50, 299):
+        kept = torch.isfinite(apply_top_k(x, k))
+        expected = torch.zeros_like(kept).scatter(1, x.topk(k, dim=1).indices, True)
+        assert torch.equal(kept, expected)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    torch.manual_seed(1)
+    x = torch.randn(8, 300) * 2
+    for p in (0.1, 0.5, 0.9, 0.99):
+        kept = torch.isfinite(apply_top_p(x, p))
+        probs = torch.softmax(x, -1)
+        for row in range(x.size(0)):
+            order = probs[row].argsort(descending=True).tolist()
+            total, expected = 0.0, set()
+            for i in order:                      # add tokens until the mass reaches p
+                expected.add(i); total += probs[row, i].item()
+                if total >= p: break
+            assert set(kept[row].nonzero().flatten().tolist()) == expected
+
+
+def test_greedy_is_argmax_and_temperature_zero_ignores_filters():
+    x = torch.randn(4, 100)
+    assert torch.equal(sample_next(process_logits(x, 0.0, top_k=3, top_p=0.5), greedy=True), x.argmax(-1))
+
+
+def test_same_seed_same_draws_and_global_rng_untouched():
+    x = torch.randn(3, 500)
+    state = torch.get_rng_state()
+    draws = [sample_next(process_logits(x, 1.0, top_p=0.95), generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_repetition_penalty_only_touches_seen_tokens():
+    x = torch.tensor([[2.0, -2.0, 1.0, -1.0]])
+    seen = torch.tensor([[True, True, False, False]])
+    assert torch.equal(apply_repetition_penalty(x, seen, 2.0), torch.tensor([[1.0, -4.0, 1.0, -1.0]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(min_size=1, max_size=60))
+def test_streaming_never_splits_a_character(small_tok, text):
+    assume("<|endoftext|>" not in text)      # the end-of-text token is never printed
+    table = token_bytes_table(small_tok)
+    streamer = TextStreamer(table)
+    pieces = [streamer.push(i) for i in small_tok.encode(text)]
+    pieces.append(streamer.flush())
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces) or "\ufffd" in text
+
+
+def test_streaming_case_with_a_character_split_across_tokens(small_tok):
+    table = token_bytes_table(small_tok)
+    ids = small_tok.encode("東京 🙂 naïve")
+    assert any(table[i] and (table[i][0] & 0xC0) == 0x80 for i in ids)   # some token starts inside a character
+    streamer = TextStreamer(table)
+    pieces = [streamer.push(i) for i in ids]
+    assert "".join(pieces) + streamer.flush() == "東京 🙂 naïve" and not any("\ufffd" in p for p in pieces)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="ab \nE", max_size=40), stops=st.lists(st.text(alphabet="ab \nE", min_size=1, max_size=4), max_size=3),
+       seed=st.integers(0, 10**6))
+def test_stop_checker_matches_a_reference_for_any_split(text, stops, seed):
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(0, 6))))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    checker = StopChecker(stops)
+    out = "".join(checker.push(p) for p in pieces)
+    if not checker.stopped: out += checker.flush()
+    hits = [(text.find(s) + len(s), text.find(s)) for s in stops if s in text]   # the stop completed first
+    expected = text[:min(hits)[1]] if hits else text
+    assert out == expected and checker.stopped == bool(hits)
