@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['causal_mask', 'attention_by_hand', 'plot_attention', 'KVCache', 'CausalSelfAttention']
+__all__ = ['causal_mask', 'attention_by_hand', 'plot_attention', 'KVCache', 'CausalSelfAttention', 'SlotKVCache']
 
 # %% ../nbs/01_attention.ipynb #e7240de3
 def causal_mask(n_queries: int,  # number of query positions, the last ones of the sequence
@@ -67,6 +67,14 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def position_ids(self, n_tokens: int, device=None) -> Tensor:
+        "Positions of the next `n_tokens` tokens: (T,), the same for every row."
+        return torch.arange(self.length, self.length + n_tokens, device=device)
+
+    def attn_mask(self, n_queries: int) -> Tensor | None:
+        "An extra attention mask for this step (None: plain causal attention)."
+        return None
+
     def advance(self, n_tokens: int):
         "Mark `n_tokens` more positions as filled, once every layer has stored them."
         self.length += n_tokens
@@ -93,15 +101,84 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)                                     # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        mask = kv_cache.attn_mask(T) if kv_cache is not None else None           # rows of different lengths
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)     # (B, nh, T_k, hs), T_k >= T
         T_k = k.size(2)
         if return_weights:
             y, weights = attention_by_hand(q, k, v, causal=True)
         else:
             p = self.dropout if self.training else 0.0
-            if T == T_k: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            if mask is not None: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            elif T == T_k: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
             elif T == 1: y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)   # the newest token sees all
             else: y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, T_k, x.device), dropout_p=p)
         y = y.transpose(1, 2).reshape(B, T, C)                                    # merge heads: (B, T, C)
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y
+
+# %% ../nbs/01_attention.ipynb #f9cd0df8
+class SlotKVCache(KVCache):
+    "A KV cache with one slot per row, each holding a sequence of its own length."
+    def __init__(self, n_layers: int, max_length: int, batch_size: int):
+        super().__init__(n_layers, max_length)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long)   # positions filled, per row
+        self.active = torch.ones(batch_size, dtype=torch.bool)     # rows still generating: only they advance
+        self.row = None                                            # the one row being filled, or None: all rows
+
+    def select(self, row: int | None) -> "SlotKVCache":
+        "Make the next forward passes write row `row` alone (a prompt), or every row one token each (None)."
+        self.row = row
+        return self
+
+    def reset(self, row: int):
+        "Empty a slot for a new sequence."
+        self.lengths[row], self.active[row] = 0, True
+
+    def finish(self, row: int):
+        "Freeze a finished row: later steps still feed it a token (the batch keeps its shape) but it never grows."
+        self.active[row] = False
+
+    def _next_positions(self) -> Tensor:   # (B,) where each row writes its next token; frozen rows overwrite a spare one
+        return self.lengths.clamp(max=self.max_length - 1)
+
+    @property
+    def length(self) -> int: return int(self.lengths[self.row]) if self.row is not None else int(self.lengths.max())
+
+    @length.setter
+    def length(self, value): pass     # KVCache.__init__ sets it; the lengths live in self.lengths
+
+    def position_ids(self, n_tokens: int, device=None) -> Tensor:
+        if self.row is not None: return super().position_ids(n_tokens, device)               # (T,)
+        if n_tokens != 1: raise ValueError("a step over all rows feeds one token per row")
+        return self._next_positions().to(device).view(-1, 1)                                 # (B, 1)
+
+    def attn_mask(self, n_queries: int) -> Tensor | None:
+        if self.row is not None: return None                       # one row alone: plain causal
+        pos = self._next_positions()
+        keys = torch.arange(int(pos.max()) + 1, device=pos.device)
+        return (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]                      # (B, 1, 1, T_k)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        B, nh, T, hs = k.shape
+        if self.k is None:
+            shape = (self.n_layers, len(self.lengths), nh, self.max_length, hs)
+            self.k, self.v = k.new_zeros(shape), k.new_zeros(shape)
+            self.lengths, self.active = self.lengths.to(k.device), self.active.to(k.device)
+        if self.row is not None:                                   # a prompt (or more tokens) for one row
+            start = int(self.lengths[self.row])
+            if start + T > self.max_length:
+                raise ValueError(f"the sequence would be {start + T} tokens long, more than max_length={self.max_length}")
+            self.k[layer, self.row, :, start:start + T] = k[0]
+            self.v[layer, self.row, :, start:start + T] = v[0]
+            return self.k[layer, self.row:self.row + 1, :, :start + T], self.v[layer, self.row:self.row + 1, :, :start + T]
+        if bool((self.lengths[self.active] >= self.max_length).any()):
+            raise ValueError(f"a row would be {int(self.lengths.max()) + 1} tokens long, more than max_length={self.max_length}")
+        rows, pos = torch.arange(B, device=k.device), self._next_positions()
+        self.k[layer, rows, :, pos] = k[:, :, 0]                   # row b writes at its own position
+        self.v[layer, rows, :, pos] = v[:, :, 0]
+        end = int(pos.max()) + 1
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n_tokens: int):
+        if self.row is not None: self.lengths[self.row] += n_tokens
+        else: self.lengths += self.active.long()

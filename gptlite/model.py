@@ -134,6 +134,10 @@ class GPT(nn.Module):
             return self.pos_emb(torch.arange(start, start + length, device=self.tok_emb.weight.device))
         return self.pos_table[start:start + length]
 
+    def position_encoding(self, ids: Tensor) -> Tensor:
+        "Position encodings for position ids of any shape: (..., C)."
+        return self.pos_emb(ids) if self.config.pos_encoding == "learned" else self.pos_table[ids]
+
     def forward(self, idx: Tensor,                     # (B, T) token ids
                 targets: Tensor | None = None,         # (B, T) next-token ids; -1 is ignored
                 kv_cache: KVCache | None = None,       # past keys/values: idx continues the cached sequence
@@ -143,7 +147,9 @@ class GPT(nn.Module):
         if start + T > self.config.max_length:
             raise ValueError(f"the sequence would be {start + T} tokens long, more than max_length="
                              f"{self.config.max_length}: shorten the prompt or use a model with a longer context")
-        x = self.drop(self.tok_emb(idx) + self.positions(start, T))   # (B, T, C)
+        if kv_cache is None: pos = self.positions(0, T)                                   # (T, C)
+        else: pos = self.position_encoding(kv_cache.position_ids(T, idx.device))          # (T, C) or (B, 1, C)
+        x = self.drop(self.tok_emb(idx) + pos)                        # (B, T, C)
         for block in self.blocks: x = block(x, kv_cache)
         if kv_cache is not None: kv_cache.advance(T)
         logits = self.lm_head(self.ln_f(x))                          # (B, T, V)

@@ -15,7 +15,8 @@ from .tokenizer import bytes_to_unicode
 
 # %% auto #0
 __all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits', 'sample_next',
-           'token_bytes_table', 'TextStreamer', 'StopChecker']
+           'token_bytes_table', 'TextStreamer', 'StopChecker', 'Piece', 'Completion', 'check_sampling_args',
+           'stream_generate', 'generate']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -129,3 +130,124 @@ class StopChecker:
         "At the end of generation: the held-back text was not a stop after all."
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+# %% ../nbs/05_sampling.ipynb #370d04dd
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .attention import SlotKVCache
+from .tokenizer import EOT
+
+@dataclass
+class Piece:
+    "One step of one row: the text it made safe to show, the token, and that token's log-probability."
+    row: int
+    text: str
+    token_id: int | None = None
+    logprob: float | None = None                     # under the model's distribution (before temperature etc.)
+    top_logprobs: dict[int, float] | None = None     # the most likely alternatives, when asked for
+    finish_reason: str | None = None                 # "stop" or "length" on the row's last piece
+
+@dataclass
+class Completion:
+    "A finished generation for one prompt."
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    finish_reason: str = "length"
+    prompt_tokens: int = 0
+
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float):
+    "Raise ValueError naming the first parameter out of range."
+    if max_new_tokens < 1: raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not 0 <= temperature <= 100: raise ValueError(f"temperature must be in [0, 100], got {temperature}")
+    if top_k < 0: raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
+    if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
+
+# %% ../nbs/05_sampling.ipynb #8ad6cbc5
+@torch.no_grad()
+def stream_generate(model, tokenizer,
+                    prompts: str | list[str],         # one prompt or several (any lengths)
+                    max_new_tokens: int = 100,
+                    temperature: float = 1.0,         # 0: greedy
+                    top_k: int = 0,                   # 0: off
+                    top_p: float = 1.0,               # 1: off
+                    repetition_penalty: float = 1.0,  # 1: off
+                    do_sample: bool = True,           # False: greedy, as temperature=0
+                    seed: int | None = None,          # row b draws with seed + b; None: a random seed
+                    stop: str | list[str] | None = None, # stop strings, left out of the text
+                    top_logprobs: int = 0,            # also report this many most likely alternatives per token
+                    table: list[bytes] | None = None, # token_bytes_table(tokenizer), to reuse between calls
+                   ) -> Iterator[Piece]:
+    "Generate from each prompt, yielding text pieces as they become safe to show; every row ends with a finish_reason."
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    greedy = temperature == 0 or not do_sample
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    table = table or token_bytes_table(tokenizer)
+    device, V, ctx = model.tok_emb.weight.device, model.config.vocab_size, model.config.max_length
+    B = len(prompts)
+    ids = [tokenizer.encode(p) or [eot] for p in prompts]        # an empty prompt starts from end-of-text
+    for i, p in enumerate(ids):
+        if len(p) >= ctx: raise ValueError(f"prompt {i} is {len(p)} tokens long; the model's context is {ctx} tokens, "
+                                           f"leaving no room to generate: shorten it")
+    if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
+    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+    streamers = [TextStreamer(table) for _ in range(B)]
+    stops = [StopChecker(stop) for _ in range(B)]
+    model.eval()
+    cache = SlotKVCache(model.config.n_layers, ctx, B)
+    last_logits = torch.empty(B, V, device=device)
+    for b, p in enumerate(ids):                                   # prompts: one at a time into their slots
+        x = torch.tensor([p], device=device)
+        last_logits[b] = model(x, kv_cache=cache.select(b))[0][0, -1]
+        seen[b, x[0]] = True
+    cache.select(None)
+    alive, n_new = list(range(B)), [0] * B
+    while alive:
+        logits = last_logits[alive]                                           # (A, V)
+        processed = process_logits(logits, temperature, top_k, top_p, repetition_penalty, seen[alive])
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        if greedy: chosen = processed.argmax(-1).tolist()
+        else:
+            probs = torch.softmax(processed, -1)
+            chosen = [int(torch.multinomial(probs[i], 1, generator=gens[b])) for i, b in enumerate(alive)]
+        if top_logprobs: top = torch.topk(logp, top_logprobs, dim=-1)
+        next_alive = []
+        for i, b in enumerate(alive):
+            token = chosen[i]
+            n_new[b] += 1
+            seen[b, token] = True
+            alts = dict(zip(top.indices[i].tolist(), top.values[i].tolist())) if top_logprobs else None
+            finish = None
+            if token == eot: text, finish = stops[b].flush() if not stops[b].stopped else "", "stop"
+            else:
+                text = stops[b].push(streamers[b].push(token))
+                if stops[b].stopped: finish = "stop"
+                elif n_new[b] >= max_new_tokens or len(ids[b]) + 1 >= ctx:   # ids[b] gets this token below
+                    text += stops[b].push(streamers[b].flush()) + stops[b].flush()
+                    finish = "stop" if stops[b].stopped else "length"
+            yield Piece(b, text, token, float(logp[i, token]), alts, finish)
+            if finish is None: next_alive.append(b)
+            else: cache.finish(b)
+            ids[b].append(token)
+        if not next_alive: break
+        # one forward pass for all rows; finished rows are fed their last token too, but are frozen and never read
+        step_tokens = torch.tensor([[ids[b][-1]] for b in range(B)], device=device)   # (B, 1)
+        last_logits = model(step_tokens, kv_cache=cache)[0][:, -1]
+        alive = next_alive
+
+def generate(model, tokenizer, prompts: str | list[str], **kwargs) -> list[Completion]:
+    "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
+    prompts_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    done = [Completion("", prompt_tokens=len(tokenizer.encode(p)) or 1) for p in prompts_list]
+    for piece in stream_generate(model, tokenizer, prompts_list, **kwargs):
+        c = done[piece.row]
+        c.text += piece.text
+        c.token_ids.append(piece.token_id); c.logprobs.append(piece.logprob)
+        if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
+        if piece.finish_reason: c.finish_reason = piece.finish_reason
+    return done
