@@ -14,9 +14,9 @@ from torch import Tensor
 from .tokenizer import bytes_to_unicode
 
 # %% auto #0
-__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits', 'sample_next',
-           'token_bytes_table', 'TextStreamer', 'StopChecker', 'Piece', 'Completion', 'check_sampling_args',
-           'stream_generate', 'generate']
+__all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
+           'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'Piece', 'Completion',
+           'check_sampling_args', 'stream_generate', 'generate', 'latest_checkpoint', 'build_parser', 'main']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -131,9 +131,11 @@ class StopChecker:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
 
-# %% ../nbs/05_sampling.ipynb #370d04dd
+# %% ../nbs/05_sampling.ipynb #fa5ae2eb
 from dataclasses import dataclass, field
 from typing import Iterator
+
+from fastcore.imports import in_ipython
 
 from .attention import SlotKVCache
 from .tokenizer import EOT
@@ -251,3 +253,81 @@ def generate(model, tokenizer, prompts: str | list[str], **kwargs) -> list[Compl
         if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
         if piece.finish_reason: c.finish_reason = piece.finish_reason
     return done
+
+# %% ../nbs/05_sampling.ipynb #671c20e0
+import argparse
+from pathlib import Path
+
+from .data import CLIParser
+from .model import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+
+CREATIVE_PROMPTS = ["Once upon a time", "The old lighthouse keeper", "In the morning, the baker",
+                    "She opened the letter and"]
+
+def latest_checkpoint(root: str | Path = "saved_models") -> Path:
+    "The most recently written checkpoint directory under `root` (a run directory holds its best model)."
+    root = Path(root)
+    found = [p.parent for p in root.glob("**/" + WEIGHTS_NAME) if (p.parent / CONFIG_NAME).is_file()] if root.is_dir() else []
+    found = [d for d in found if not (d.name == "last" and (d.parent / WEIGHTS_NAME).is_file())]  # a run's best, not last/
+    if not found: raise FileNotFoundError(f"no checkpoint under {root}/: train one with `gptlite-train`, or pass --checkpoint DIR")
+    return max(found, key=lambda d: (d / WEIGHTS_NAME).stat().st_mtime)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = CLIParser(prog="gptlite-generate", description="Generate text with a trained gptlite model.")
+    p.add_argument("--checkpoint", help="a checkpoint or run directory (default: the newest under saved_models/)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
+    p.add_argument("--interactive", action="store_true", help="prompt loop; an empty line or Ctrl-D quits")
+    p.add_argument("--creative", action="store_true", help="samples for a few built-in creative-writing prompts")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; 0.1 conservative ... 1.5 creative")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (1: off)")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=None, help="sample i uses seed + i (default: random)")
+    p.add_argument("--stop", nargs="+", default=None, help="stop strings (backslash escapes like \\n work)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print text as it is generated")
+    p.add_argument("--device", default="cpu")
+    return p
+
+def _print_samples(model, tok, prompt: str, args, table, out=None):   # out=None: the current sys.stdout
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+              repetition_penalty=args.repetition_penalty, stop=args.stop, table=table)
+    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    if args.stream:
+        for i in range(args.num_samples):
+            if args.num_samples > 1: print(f"--- sample {i + 1} ---", file=out)
+            print(prompt, end="", file=out, flush=True)
+            for piece in stream_generate(model, tok, prompt, seed=seed + i, **kw): print(piece.text, end="", file=out, flush=True)
+            print(file=out)
+    else:
+        for i, c in enumerate(generate(model, tok, [prompt] * args.num_samples, seed=seed, **kw)):
+            if args.num_samples > 1: print(f"--- sample {i + 1} ---", file=out)
+            print(prompt + c.text, file=out)
+
+def main(argv: list[str] | None = None):
+    "Command line entry point of `gptlite-generate`."
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.interactive and args.creative: parser.error("--interactive and --creative cannot be used together")
+    if args.num_samples < 1: parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.stop: args.stop = [codecs.decode(s, "unicode_escape") for s in args.stop]
+    try:
+        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+        model, tok = load_checkpoint(args.checkpoint or latest_checkpoint(), device=args.device)
+        table = token_bytes_table(tok)
+        if args.creative:
+            for prompt in CREATIVE_PROMPTS:
+                print(f"=== {prompt} ===")
+                _print_samples(model, tok, prompt, args, table)
+        elif args.interactive:
+            while True:
+                try: prompt = input(">>> ")
+                except EOFError: break
+                if not prompt: break
+                _print_samples(model, tok, prompt, args, table)
+        else: _print_samples(model, tok, args.prompt, args, table)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"gptlite-generate: error: {e}\n")
+
+if __name__ == "__main__" and not in_ipython(): main()

@@ -94,3 +94,95 @@ def test_stop_checker_matches_a_reference_for_any_split(text, stops, seed):
     hits = [(text.find(s) + len(s), text.find(s)) for s in stops if s in text]   # the stop completed first
     expected = text[:min(hits)[1]] if hits else text
     assert out == expected and checker.stopped == bool(hits)
+
+
+# --- generation with a real (tiny, briefly trained) checkpoint -------------------------------------------------------
+import os
+import subprocess
+import sys
+
+from gptlite.model import load_checkpoint
+from gptlite.sampling import generate, stream_generate
+from gptlite.training import make_config, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("gen") / "run"
+    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=48, batch_size=8, max_iters=120, warmup_iters=10,
+                      eval_interval=120, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
+    train(cfg, SAMPLE, run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def model_tok(run_dir):
+    return load_checkpoint(run_dir)
+
+
+PROMPTS = ["The", "In the morning, the baker opened", "", "She said: \u201cno\u201d, and"]
+
+
+@pytest.mark.parametrize("settings_", [dict(temperature=0), dict(temperature=0.9, top_k=20, seed=11),
+                                       dict(temperature=1.2, top_p=0.9, repetition_penalty=1.3, seed=5)])
+def test_batch_equals_each_prompt_alone(model_tok, settings_):
+    model, tok = model_tok
+    batch = generate(model, tok, PROMPTS, max_new_tokens=25, **settings_)
+    for b, prompt in enumerate(PROMPTS):
+        alone = generate(model, tok, prompt, max_new_tokens=25, **{**settings_, "seed": settings_.get("seed", 0) + b})[0]
+        assert (batch[b].text, batch[b].token_ids, batch[b].finish_reason) == (alone.text, alone.token_ids, alone.finish_reason)
+
+
+def test_seed_reproducible_and_seeds_differ(model_tok):
+    model, tok = model_tok
+    a = generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=1)[0].text
+    assert a == generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=1)[0].text
+    assert a != generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=2)[0].text
+
+
+def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(model_tok):
+    model, tok = model_tok
+    pieces = list(stream_generate(model, tok, "The baker", max_new_tokens=20, temperature=0.8, seed=3, top_logprobs=3))
+    c = generate(model, tok, "The baker", max_new_tokens=20, temperature=0.8, seed=3)[0]
+    assert "".join(p.text for p in pieces) == c.text and pieces[-1].finish_reason == c.finish_reason
+    for p in pieces:
+        assert p.logprob <= 0 and len(p.top_logprobs) == 3
+        assert max(p.top_logprobs.values()) >= p.logprob - 1e-6
+
+
+def cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "gptlite.sampling", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_streams_the_same_text_as_no_stream(run_dir):
+    args = ["--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "15", "--seed", "4", "--num-samples", "2"]
+    a, b = cli(*args), cli(*args, "--no-stream")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout and a.stdout.count("--- sample") == 2
+
+
+def test_cli_interactive_quits_on_empty_line(run_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "gptlite.sampling", "--checkpoint", str(run_dir), "--interactive",
+                        "--max-new-tokens", "5", "--seed", "0"], input="The\n\n", capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.count(">>> ") == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-1"], "temperature must be in [0, 100]"),
+    (["--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--top-k", "-3"], "top_k must be >= 0"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    (["--num-samples", "0"], "--num-samples must be at least 1"),
+    (["--interactive", "--creative"], "cannot be used together"),
+    (["--prompt", "word " * 100], "the model's context is 48 tokens"),
+])
+def test_cli_bad_input_exit_2(run_dir, args, message):
+    r = cli("--checkpoint", str(run_dir), *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_no_checkpoint_says_how_to_make_one(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gptlite.sampling"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "train one with `gptlite-train`" in r.stderr
