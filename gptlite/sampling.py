@@ -16,7 +16,8 @@ from .tokenizer import bytes_to_unicode
 # %% auto #0
 __all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
            'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'Piece', 'Completion',
-           'check_sampling_args', 'stream_generate', 'generate', 'latest_checkpoint', 'build_parser', 'main']
+           'check_sampling_args', 'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates',
+           'Playground', 'latest_checkpoint', 'build_parser', 'main']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -253,6 +254,80 @@ def generate(model, tokenizer, prompts: str | list[str], **kwargs) -> list[Compl
         if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
         if piece.finish_reason: c.finish_reason = piece.finish_reason
     return done
+
+# %% ../nbs/05_sampling.ipynb #0040cc03
+def next_token_candidates(model, tokenizer, prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                          repetition_penalty: float = 1.0, n: int = 15) -> dict:
+    "The `n` most likely next tokens after `prompt`: their text, probability before and after the rules, and the top-p cut."
+    ids = tokenizer.encode(prompt) or [tokenizer.convert_tokens_to_ids(EOT)]
+    ids = ids[-model.config.max_length:]
+    with torch.no_grad(): logits = model(torch.tensor([ids], device=model.tok_emb.weight.device))[0][:, -1].float()
+    seen = torch.zeros_like(logits, dtype=torch.bool); seen[0, ids] = True
+    before = torch.softmax(logits, -1)[0]
+    after = torch.softmax(process_logits(logits, temperature if temperature > 0 else 1e-4, top_k, top_p,
+                                         repetition_penalty, seen), -1)[0]
+    top = torch.topk(before, n).indices
+    kept = int((after > 0).sum())                                # tokens that can still be drawn
+    return dict(tokens=[tokenizer.decode([i]) for i in top.tolist()], ids=top.tolist(),
+                before=before[top].tolist(), after=after[top].tolist(), n_kept=kept)
+
+def plot_candidates(c: dict, ax=None):
+    "Bar chart of next-token candidates before (grey) and after (blue) the sampling rules."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 2.6))[1]
+    xs = range(len(c["tokens"]))
+    ax.bar([x - 0.2 for x in xs], c["before"], width=0.4, color="0.7", label="model")
+    ax.bar([x + 0.2 for x in xs], c["after"], width=0.4, color="C0", label="after temperature / top-k / top-p")
+    cut = sum(1 for p in c["after"] if p > 0)
+    if cut < len(c["tokens"]): ax.axvline(cut - 0.5, color="C3", ls="--", label=f"cut-off: {c['n_kept']} tokens kept")
+    ax.set_xticks(list(xs), [repr(t)[1:-1] for t in c["tokens"]], rotation=60, fontsize=8)
+    ax.set_ylabel("probability"); ax.legend(fontsize=7)
+    return ax
+
+class Playground:
+    "An ipywidgets playground: prompt, sampling sliders, streamed generation, and the next-token explorer."
+    def __init__(self, model, tokenizer, prompt: str = "The baker"):
+        import ipywidgets as W
+        self.model, self.tokenizer, self.table = model, tokenizer, token_bytes_table(tokenizer)
+        self.prompt = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="95%"))
+        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature")
+        self.top_k = W.IntSlider(value=0, min=0, max=200, description="top_k (0=off)")
+        self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
+        self.max_new_tokens = W.IntSlider(value=60, min=1, max=model.config.max_length - 1, description="new tokens")
+        self.seed = W.IntText(value=0, description="seed")
+        self.button = W.Button(description="Generate", button_style="primary")
+        self.output = W.HTML()
+        self.chart = W.Output()
+        self.text = ""
+        self.button.on_click(self.on_generate)
+        for w in (self.prompt, self.temperature, self.top_k, self.top_p): w.observe(self.on_change, names="value")
+        self.ui = W.VBox([self.prompt, W.HBox([self.temperature, self.top_k, self.top_p]),
+                          W.HBox([self.max_new_tokens, self.seed, self.button]), self.output, self.chart])
+        self.on_change()
+
+    def settings(self) -> dict:
+        return dict(temperature=self.temperature.value, top_k=self.top_k.value, top_p=self.top_p.value)
+
+    def on_generate(self, _=None):
+        "Stream a generation into the output box."
+        import html
+        self.text = ""
+        try:
+            for piece in stream_generate(self.model, self.tokenizer, self.prompt.value, seed=self.seed.value,
+                                         max_new_tokens=self.max_new_tokens.value, table=self.table, **self.settings()):
+                self.text += piece.text
+                self.output.value = f"<pre style='white-space: pre-wrap'><b>{html.escape(self.prompt.value)}</b>{html.escape(self.text)}</pre>"
+        except ValueError as e: self.output.value = f"<pre style='color: #b00'>{html.escape(str(e))}</pre>"
+
+    def on_change(self, _=None):
+        "Redraw the next-token explorer for the current prompt and settings."
+        import matplotlib.pyplot as plt
+        from IPython.display import clear_output, display
+        self.candidates = next_token_candidates(self.model, self.tokenizer, self.prompt.value, **self.settings())
+        with self.chart:
+            clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(7, 2.6)); plot_candidates(self.candidates, ax); fig.tight_layout()
+            display(fig); plt.close(fig)
 
 # %% ../nbs/05_sampling.ipynb #671c20e0
 import argparse
