@@ -169,10 +169,10 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
-# %% ../nbs/05_sampling.ipynb #8ad6cbc5
+# %% ../nbs/05_sampling.ipynb #e43785bb
 @torch.no_grad()
 def stream_generate(model, tokenizer,
-                    prompts: str | list[str],         # one prompt or several (any lengths)
+                    prompts: str | list[str] | list[list[int]], # one prompt or several (any lengths), text or token ids
                     max_new_tokens: int = 100,
                     temperature: float = 1.0,         # 0: greedy
                     top_k: int = 0,                   # 0: off
@@ -187,12 +187,13 @@ def stream_generate(model, tokenizer,
     "Generate from each prompt, yielding text pieces as they become safe to show; every row ends with a finish_reason."
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts: raise ValueError("prompts is empty: give at least one prompt")
     greedy = temperature == 0 or not do_sample
     eot = tokenizer.convert_tokens_to_ids(EOT)
     table = table or token_bytes_table(tokenizer)
     device, V, ctx = model.tok_emb.weight.device, model.config.vocab_size, model.config.max_length
     B = len(prompts)
-    ids = [tokenizer.encode(p) or [eot] for p in prompts]        # an empty prompt starts from end-of-text
+    ids = [(list(p) if not isinstance(p, str) else tokenizer.encode(p)) or [eot] for p in prompts]  # "" starts from end-of-text
     for i, p in enumerate(ids):
         if len(p) >= ctx: raise ValueError(f"prompt {i} is {len(p)} tokens long; the model's context is {ctx} tokens, "
                                            f"leaving no room to generate: shorten it")
@@ -243,10 +244,10 @@ def stream_generate(model, tokenizer,
         last_logits = model(step_tokens, kv_cache=cache)[0][:, -1]
         alive = next_alive
 
-def generate(model, tokenizer, prompts: str | list[str], **kwargs) -> list[Completion]:
+def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
     "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
     prompts_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    done = [Completion("", prompt_tokens=len(tokenizer.encode(p)) or 1) for p in prompts_list]
+    done = [Completion("", prompt_tokens=len(p if not isinstance(p, str) else tokenizer.encode(p)) or 1) for p in prompts_list]
     for piece in stream_generate(model, tokenizer, prompts_list, **kwargs):
         c = done[piece.row]
         c.text += piece.text
