@@ -169,7 +169,7 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
-# %% ../nbs/05_sampling.ipynb #e43785bb
+# %% ../nbs/05_sampling.ipynb #f3686c44
 @torch.no_grad()
 def stream_generate(model, tokenizer,
                     prompts: str | list[str] | list[list[int]], # one prompt or several (any lengths), text or token ids
@@ -209,7 +209,7 @@ def stream_generate(model, tokenizer,
         x = torch.tensor([p], device=device)
         last_logits[b] = model(x, kv_cache=cache.select(b))[0][0, -1]
         seen[b, x[0]] = True
-    cache.select(None)
+    cache.select(0 if B == 1 else None)          # one row: its slot alone, no index writes or masks
     alive, n_new = list(range(B)), [0] * B
     while alive:
         logits = last_logits[alive]                                           # (A, V)
