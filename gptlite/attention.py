@@ -120,19 +120,21 @@ class CausalSelfAttention(nn.Module):
 class SlotKVCache(KVCache):
     "A KV cache with one slot per row, each holding a sequence of its own length."
     def __init__(self, n_layers: int, max_length: int, batch_size: int):
-        super().__init__(n_layers, max_length)
+        self.n_layers, self.max_length = n_layers, max_length
+        self.k = self.v = None                                     # (n_layers, B, n_heads, max_length, d_head)
+        self._mask = None                                          # this step's attention mask, shared by the layers
         self.lengths = torch.zeros(batch_size, dtype=torch.long)   # positions filled, per row
         self.active = torch.ones(batch_size, dtype=torch.bool)     # rows still generating: only they advance
         self.row = None                                            # the one row being filled, or None: all rows
 
     def select(self, row: int | None) -> "SlotKVCache":
         "Make the next forward passes write row `row` alone (a prompt), or every row one token each (None)."
-        self.row = row
+        self.row, self._mask = row, None
         return self
 
     def reset(self, row: int):
         "Empty a slot for a new sequence."
-        self.lengths[row], self.active[row] = 0, True
+        self.lengths[row], self.active[row], self._mask = 0, True, None
 
     def finish(self, row: int):
         "Freeze a finished row: later steps still feed it a token (the batch keeps its shape) but it never grows."
@@ -144,9 +146,6 @@ class SlotKVCache(KVCache):
     @property
     def length(self) -> int: return int(self.lengths[self.row]) if self.row is not None else int(self.lengths.max())
 
-    @length.setter
-    def length(self, value): pass     # KVCache.__init__ sets it; the lengths live in self.lengths
-
     def position_ids(self, n_tokens: int, device=None) -> Tensor:
         if self.row is not None: return super().position_ids(n_tokens, device)               # (T,)
         if n_tokens != 1: raise ValueError("a step over all rows feeds one token per row")
@@ -154,9 +153,11 @@ class SlotKVCache(KVCache):
 
     def attn_mask(self, n_queries: int) -> Tensor | None:
         if self.row is not None: return None                       # one row alone: plain causal
-        pos = self._next_positions()
-        keys = torch.arange(int(pos.max()) + 1, device=pos.device)
-        return (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]                      # (B, 1, 1, T_k)
+        if self._mask is None:                                     # once per step; every layer uses the same
+            pos = self._next_positions()
+            keys = torch.arange(int(pos.max()) + 1, device=pos.device)
+            self._mask = (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]             # (B, 1, 1, T_k)
+        return self._mask
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         B, nh, T, hs = k.shape
@@ -182,3 +183,4 @@ class SlotKVCache(KVCache):
     def advance(self, n_tokens: int):
         if self.row is not None: self.lengths[self.row] += n_tokens
         else: self.lengths += self.active.long()
+        self._mask = None

@@ -130,9 +130,7 @@ class GPT(nn.Module):
 
     def positions(self, start: int, length: int) -> Tensor:
         "Position encodings for positions start..start+length-1: (length, C)."
-        if self.config.pos_encoding == "learned":
-            return self.pos_emb(torch.arange(start, start + length, device=self.tok_emb.weight.device))
-        return self.pos_table[start:start + length]
+        return self.position_encoding(torch.arange(start, start + length, device=self.tok_emb.weight.device))
 
     def position_encoding(self, ids: Tensor) -> Tensor:
         "Position encodings for position ids of any shape: (..., C)."
@@ -147,9 +145,8 @@ class GPT(nn.Module):
         if start + T > self.config.max_length:
             raise ValueError(f"the sequence would be {start + T} tokens long, more than max_length="
                              f"{self.config.max_length}: shorten the prompt or use a model with a longer context")
-        if kv_cache is None: pos = self.positions(0, T)                                   # (T, C)
-        else: pos = self.position_encoding(kv_cache.position_ids(T, idx.device))          # (T, C) or (B, 1, C)
-        x = self.drop(self.tok_emb(idx) + pos)                        # (B, T, C)
+        ids = kv_cache.position_ids(T, idx.device) if kv_cache is not None else torch.arange(T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.position_encoding(ids))   # (B, T, C); ids (T,) or (B, 1) per row
         for block in self.blocks: x = block(x, kv_cache)
         if kv_cache is not None: kv_cache.advance(T)
         logits = self.lm_head(self.ln_f(x))                          # (B, T, V)

@@ -5,6 +5,7 @@
 # %% ../nbs/00_tokenizer.ipynb #96b94a54
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -130,6 +131,7 @@ def bpe_decode_by_hand(ids: list[int], merges: dict[tuple[int, int], int]) -> st
     return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
 
 # %% ../nbs/00_tokenizer.ipynb #adb957dd
+@functools.cache
 def bytes_to_unicode() -> dict[int, str]:
     "GPT-2's map from each byte to a printable character, used in byte-level vocabularies."
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -138,8 +140,10 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def unicode_to_bytes(token: str) -> bytes:
     "Inverse of `bytes_to_unicode` for one token string, e.g. 'Ġthe' -> b' the'."
-    inverse = {c: b for b, c in bytes_to_unicode().items()}
-    return bytes(inverse[c] for c in token)
+    return bytes(_unicode_to_byte()[c] for c in token)
+
+@functools.cache
+def _unicode_to_byte() -> dict[str, int]: return {c: b for b, c in bytes_to_unicode().items()}
 
 # %% ../nbs/00_tokenizer.ipynb #2d94176a
 def train_tokenizer(texts: Iterable[str],        # training text: a list of strings or a generator of chunks streamed from disk
