@@ -6,9 +6,10 @@
 Both sides sample with top-k 50 and top-p 0.9 and generate 256 new tokens (a row that draws the end-of-text token
 stops early on both sides, so tokens/s counts the tokens actually made). The HF model is `gptlite.model.to_hf` of the
 same randomly initialised weights (speed does not depend on training), eval mode, fp32, sdpa attention. Each round runs
-every measurement on both sides back to back, alternating which goes first; medians over rounds, and the ratio of each
-round's pair. The memory-bandwidth bound of batch-1 decoding is the measured copy bandwidth divided by the bytes of
-weights read per token.
+every measurement on both sides back to back, alternating which goes first (time to first token: five alternating
+pairs per round, their median); medians over rounds, and the ratio of each round's pair. The memory-bandwidth bound of
+batch-1 decoding is a measured bandwidth divided by the bytes of weights read per token: both the copy bandwidth
+(bytes read + written by a 256 MB copy) and the read bandwidth (a sum over 256 MB) are reported.
 """
 import argparse, json, os, statistics, sys, time
 from pathlib import Path
@@ -29,6 +30,15 @@ def copy_bandwidth(mb: int = 256) -> float:
     return 2 * x.numel() * 4 / min(times) / 1e9
 
 
+def read_bandwidth(mb: int = 256) -> float:
+    "GB/s of reading a large tensor once (a sum), which is what a batch-1 decoding step does with the weights."
+    x = torch.ones(mb * 2**20 // 4); x.sum()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter(); x.sum(); times.append(time.perf_counter() - t)
+    return x.numel() * 4 / min(times) / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -44,9 +54,10 @@ def main():
     tok = train_tokenizer([text], vocab_size=5000)
     V, eot = len(tok), tok.convert_tokens_to_ids(EOT)
     table = token_bytes_table(tok)
-    bw = copy_bandwidth()
+    bw, read_bw = copy_bandwidth(), read_bandwidth()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, transformers {hf_version}, "
-          f"{torch.get_num_threads()} threads, vocab {V}, copy bandwidth {bw:.1f} GB/s", flush=True)
+          f"{torch.get_num_threads()} threads, vocab {V}, copy bandwidth {bw:.1f} GB/s, read {read_bw:.1f} GB/s",
+          flush=True)
     g = torch.Generator().manual_seed(0)
     short = [torch.randint(0, V, (16,), generator=g).tolist() for _ in range(8)]     # 8 prompts of 16 tokens
     long_prompt = torch.randint(0, V, (200,), generator=g).tolist()
@@ -86,21 +97,29 @@ def main():
         rows = {k: [] for k in ("b1_ours", "b1_hf", "b8_ours", "b8_hf", "ttft_ours", "ttft_hf")}
         for r in range(args.rounds):
             pairs = [("b1", lambda: ours([short[0]], args.new_tokens), lambda: theirs([short[0]], args.new_tokens)),
-                     ("b8", lambda: ours(short, args.new_tokens), lambda: theirs(short, args.new_tokens)),
-                     ("ttft", lambda: (1, ttft_ours()), lambda: (1, ttft_theirs()))]
+                     ("b8", lambda: ours(short, args.new_tokens), lambda: theirs(short, args.new_tokens))]
             for key, a, b in pairs:
                 order = [("ours", a), ("hf", b)] if r % 2 == 0 else [("hf", b), ("ours", a)]
                 for side, f in order:
                     made, dt = f()
-                    rows[f"{key}_{side}"].append(made / dt if key != "ttft" else dt)
+                    rows[f"{key}_{side}"].append(made / dt)
+            ttft = {"ours": [], "hf": []}
+            for i in range(5):                                                     # short: several pairs per round
+                for side, f in ([("ours", ttft_ours), ("hf", ttft_theirs)] if (r + i) % 2 == 0 else
+                                [("hf", ttft_theirs), ("ours", ttft_ours)]):
+                    ttft[side].append(f())
+            for side in ttft: rows[f"ttft_{side}"].append(statistics.median(ttft[side]))
         med = {k: statistics.median(v) for k, v in rows.items()}
         paired = lambda k, inv=False: statistics.median(
             (h / o if inv else o / h) for o, h in zip(rows[f"{k}_ours"], rows[f"{k}_hf"]))
         result = dict(config=name, params=model.num_params(), **{k: round(v, 4 if "ttft" in k else 1) for k, v in med.items()},
                       b1_ratio=round(paired("b1"), 2), b8_ratio=round(paired("b8"), 2),
                       ttft_ratio_hf_over_ours=round(paired("ttft", inv=True), 2),
-                      bandwidth_bound_b1=round(bw * 1e9 / weight_bytes, 1),
-                      b1_fraction_of_bound=round(med["b1_ours"] / (bw * 1e9 / weight_bytes), 3))
+                      bound_b1_copy_bw=round(bw * 1e9 / weight_bytes, 1),
+                      b1_fraction_of_copy_bound=round(med["b1_ours"] / (bw * 1e9 / weight_bytes), 3),
+                      bound_b1_read_bw=round(read_bw * 1e9 / weight_bytes, 1),
+                      b1_fraction_of_read_bound=round(med["b1_ours"] / (read_bw * 1e9 / weight_bytes), 3),
+                      hf_b1_fraction_of_read_bound=round(med["b1_hf"] / (read_bw * 1e9 / weight_bytes), 3))
         print(json.dumps(result), flush=True)
 
 

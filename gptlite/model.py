@@ -139,7 +139,8 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor,                     # (B, T) token ids
                 targets: Tensor | None = None,         # (B, T) next-token ids; -1 is ignored
                 kv_cache: KVCache | None = None,       # past keys/values: idx continues the cached sequence
-               ) -> tuple[Tensor, Tensor | None]:      # logits (B, T, V) and the mean cross-entropy loss
+                logits_to_keep: int = 0,               # logits for the last n positions only (0: all), as in HF
+               ) -> tuple[Tensor, Tensor | None]:      # logits (B, T or n, V) and the mean cross-entropy loss
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.max_length:
@@ -149,6 +150,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.position_encoding(ids))   # (B, T, C); ids (T,) or (B, 1) per row
         for block in self.blocks: x = block(x, kv_cache)
         if kv_cache is not None: kv_cache.advance(T)
+        if logits_to_keep: x = x[:, -logits_to_keep:]                # a prompt only needs its last position's
         logits = self.lm_head(self.ln_f(x))                          # (B, T, V)
         loss = None
         if targets is not None:

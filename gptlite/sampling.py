@@ -15,9 +15,10 @@ from .tokenizer import unicode_to_bytes
 
 # %% auto #0
 __all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
-           'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'Piece', 'Completion', 'encode_prompt',
-           'check_sampling_args', 'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates',
-           'Playground', 'latest_checkpoint', 'build_parser', 'main']
+           'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Decoder',
+           'weights_version', 'decoder_for', 'Piece', 'Completion', 'encode_prompt', 'check_sampling_args',
+           'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates', 'Playground', 'latest_checkpoint',
+           'build_parser', 'main']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -129,13 +130,110 @@ class StopChecker:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
 
+# %% ../nbs/05_sampling.ipynb #9589fcfc
+def candidate_probs(logits: Tensor,          # (B, V) next-token logits (after any repetition penalty)
+                    temperature: float = 1.0, # > 0
+                    top_k: int = 0,           # 0: off
+                    top_p: float = 1.0,       # 1: off
+                   ) -> tuple[Tensor | None, Tensor]: # ids (B, K), or None for the whole vocabulary; probs (B, K)
+    "The tokens that can be drawn and their probabilities, computed on the top-k candidates only."
+    logits = apply_temperature(logits.float(), temperature)
+    ids = None
+    if 0 < top_k < logits.size(-1) or top_p < 1.0:        # top-p needs the tokens in order: topk sorts them
+        logits, ids = torch.topk(logits, top_k if 0 < top_k < logits.size(-1) else logits.size(-1), dim=-1)
+    probs = torch.softmax(logits, dim=-1)                   # (B, K)
+    if top_p < 1.0:
+        before = torch.cumsum(probs, dim=-1) - probs         # mass ranked above each candidate
+        probs = probs.masked_fill(before >= top_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return ids, probs
+
+def draw(ids: Tensor | None,  # (B, K) candidate ids, or None: the candidates are the vocabulary
+         probs: Tensor,       # (B, K) their probabilities
+         uniforms: Tensor,    # (B,) one number in [0, 1) per row
+        ) -> Tensor:          # (B,) token ids
+    "Inverse-CDF sampling: the first candidate whose cumulative probability is above the row's uniform number."
+    cdf = torch.cumsum(probs, dim=-1)
+    target = (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)                  # (B, 1) a point in [0, total)
+    j = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.size(-1) - 1)   # never a zero-probability token
+    return (ids.gather(-1, j) if ids is not None else j).squeeze(-1)
+
+# %% ../nbs/05_sampling.ipynb #bb1d76f3
+import weakref
+
+import torch.nn.functional as F
+
+from .attention import SlotKVCache
+
+class Decoder:
+    "The model's forward pass for one new token per row, with weights laid out for products with a single row."
+    def __init__(self, model,                  # a `GPT`; its weights are copied (transposed), not changed
+                 parts: int | None = None):    # slices of each product's inner dimension (default: one per thread)
+        c, device = model.config, model.tok_emb.weight.device
+        if parts is None:
+            threads = torch.get_num_threads() if device.type == "cpu" else 1
+            parts = max(p for p in range(1, threads + 1) if c.d_model % p == 0 and c.d_ff % p == 0)
+        self.config, self.parts = c, parts
+        self.tok_emb = model.tok_emb.weight                                      # shared, not copied
+        self.pos = model.pos_emb.weight if c.pos_encoding == "learned" else model.pos_table
+        norm = lambda ln: (ln.weight, ln.bias)
+        self.blocks = [dict(ln_1=norm(b.ln_1), qkv=self.pack(b.attn.qkv), proj=self.pack(b.attn.proj),
+                            ln_2=norm(b.ln_2), fc=self.pack(b.mlp.fc), fc_proj=self.pack(b.mlp.proj))
+                       for b in model.blocks]
+        self.ln_f, self.lm_head = norm(model.ln_f), self.pack(model.lm_head)
+        self.version = weights_version(model)
+
+    def pack(self, linear) -> tuple[Tensor, Tensor]:
+        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias as the first slice's (1, out)."
+        out_features, in_features = linear.weight.shape
+        w = linear.weight.detach().t().reshape(self.parts, in_features // self.parts, out_features).contiguous()
+        b = w.new_zeros(self.parts, 1, out_features)
+        if linear.bias is not None: b[0, 0] = linear.bias.detach()             # added once, to the first part
+        return w, b
+
+    def linear(self, x: Tensor, packed) -> Tensor:   # (B, in) -> (B, out)
+        w, b = packed
+        B, n = x.shape
+        return torch.baddbmm(b, x.view(B, self.parts, n // self.parts).transpose(0, 1), w).sum(0)  # (P, B, out) summed
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor,           # (B,) the newest token of each row
+             cache: SlotKVCache,             # filled with each row's past; `select(row)` for one row, `select(None)` for all
+            ) -> Tensor:                     # (B, V) next-token logits
+        c = self.config
+        B, C, nh = tokens.size(0), c.d_model, c.n_heads
+        pos = cache.position_ids(1, tokens.device).view(-1)                     # (B,) each row's position
+        x = self.tok_emb[tokens] + self.pos[pos]                                # (B, C)
+        mask = cache.attn_mask(1)                                               # rows of different lengths, or None
+        for i, blk in enumerate(self.blocks):
+            h = F.layer_norm(x, (C,), *blk["ln_1"], c.layer_norm_eps)
+            q, k, v = self.linear(h, blk["qkv"]).view(B, 3, nh, 1, C // nh).unbind(1)   # each (B, nh, 1, hs)
+            k, v = cache.update(i, k, v)                                        # (B, nh, T_k, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)         # (B, nh, 1, hs)
+            x = x + self.linear(y.view(B, C), blk["proj"])                      # heads side by side: (B, C)
+            h = F.layer_norm(x, (C,), *blk["ln_2"], c.layer_norm_eps)
+            x = x + self.linear(F.gelu(self.linear(h, blk["fc"])), blk["fc_proj"])
+        cache.advance(1)
+        return self.linear(F.layer_norm(x, (C,), *self.ln_f, c.layer_norm_eps), self.lm_head)
+
+def weights_version(model) -> tuple:
+    "Changes whenever a weight is modified in place or replaced (an optimizer step, `load_state_dict`)."
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+_decoders = weakref.WeakKeyDictionary()     # model -> its Decoder; dropped with the model
+
+def decoder_for(model) -> Decoder:
+    "The model's `Decoder`, built on first use and rebuilt when the weights have changed."
+    d = _decoders.get(model)
+    if d is None or d.version != weights_version(model): d = _decoders[model] = Decoder(model)
+    return d
+
 # %% ../nbs/05_sampling.ipynb #5b068edb
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from fastcore.imports import in_ipython
 
-from .attention import SlotKVCache
 from .tokenizer import EOT
 
 @dataclass
@@ -201,46 +299,46 @@ def stream_generate(model, tokenizer,
                                            f"leaving no room to generate: shorten it")
     if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
     gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
-    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+    penalise = repetition_penalty != 1.0
+    seen = torch.zeros(B, V, dtype=torch.bool, device=device) if penalise else None   # (B, V) tokens in each row
     streamers = [TextStreamer(table) for _ in range(B)]
     stops = [StopChecker(stop) for _ in range(B)]
     model.eval()
-    cache = SlotKVCache(model.config.n_layers, ctx, B)
+    decoder, cache = decoder_for(model), SlotKVCache(model.config.n_layers, ctx, B)
     last_logits = torch.empty(B, V, device=device)
     for b, p in enumerate(ids):                                   # prompts: one at a time into their slots
         x = torch.tensor([p], device=device)
-        last_logits[b] = model(x, kv_cache=cache.select(b))[0][0, -1]
-        seen[b, x[0]] = True
+        last_logits[b] = model(x, kv_cache=cache.select(b), logits_to_keep=1)[0][0, -1]
+        if penalise: seen[b, x[0]] = True
     cache.select(0 if B == 1 else None)          # one row: its slot alone, no index writes or masks
     alive, n_new = list(range(B)), [0] * B
     while alive:
-        logits = last_logits[alive]                                           # (A, V)
-        processed = process_logits(logits, temperature, top_k, top_p, repetition_penalty, seen[alive])
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        if greedy: chosen = processed.argmax(-1).tolist()
+        logits = last_logits[alive].float()                                   # (A, V)
+        rules = apply_repetition_penalty(logits, seen[alive], repetition_penalty) if penalise else logits
+        if greedy: chosen = rules.argmax(-1)
         else:
-            probs = torch.softmax(processed, -1)
-            chosen = [int(torch.multinomial(probs[i], 1, generator=gens[b])) for i, b in enumerate(alive)]
-        if top_logprobs: top = torch.topk(logp, top_logprobs, dim=-1)
+            candidates, probs = candidate_probs(rules, temperature, top_k, top_p)
+            uniforms = torch.stack([torch.rand((), generator=gens[b], device=device) for b in alive])  # (A,)
+            chosen = draw(candidates, probs, uniforms)                        # (A,)
+        logp = (logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).tolist()
+        if penalise: seen[alive, chosen] = True
+        if top_logprobs: top = torch.topk(torch.log_softmax(logits, -1), top_logprobs, dim=-1)
         next_alive = []
-        for i, b in enumerate(alive):
-            token = chosen[i]
+        for i, (b, token) in enumerate(zip(alive, chosen.tolist())):
             n_new[b] += 1
-            seen[b, token] = True
             alts = dict(zip(top.indices[i].tolist(), top.values[i].tolist())) if top_logprobs else None
             text = stops[b].push(streamers[b].push(token)) if token != eot else ""
             finish = None
             if token == eot or stops[b].stopped or n_new[b] >= max_new_tokens or len(ids[b]) + 1 >= ctx:
                 text += stops[b].push(streamers[b].flush()) + stops[b].flush()   # what was held back, unless a stop
                 finish = "stop" if token == eot or stops[b].stopped else "length"
-            yield Piece(b, text, token, float(logp[i, token]), alts, finish)
+            yield Piece(b, text, token, logp[i], alts, finish)
             if finish is None: next_alive.append(b)
             else: cache.finish(b)
             ids[b].append(token)
         if not next_alive: break
-        # one forward pass for all rows; finished rows are fed their last token too, but are frozen and never read
-        step_tokens = torch.tensor([[ids[b][-1]] for b in range(B)], device=device)   # (B, 1)
-        last_logits = model(step_tokens, kv_cache=cache)[0][:, -1]
+        # one step for all rows; finished rows are fed their last token too, but are frozen and never read
+        last_logits = decoder.step(torch.tensor([ids[b][-1] for b in range(B)], device=device), cache)   # (B, V)
         alive = next_alive
 
 def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:

@@ -84,6 +84,14 @@ def test_kv_cache_chunked_prefill():
     torch.testing.assert_close(torch.cat([a, b], 1), model(idx)[0])
 
 
+def test_logits_to_keep_is_the_last_positions():
+    model = GPT(small_config()).eval()
+    idx = torch.randint(0, 1000, (2, 12))
+    full = model(idx)[0]
+    torch.testing.assert_close(model(idx, logits_to_keep=1)[0], full[:, -1:])
+    torch.testing.assert_close(model(idx, logits_to_keep=5)[0], full[:, -5:])
+
+
 def test_max_length_errors():
     model = GPT(small_config(max_length=16)).eval()
     with pytest.raises(ValueError, match="17 tokens long, more than max_length=16"):

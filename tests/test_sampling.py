@@ -5,8 +5,10 @@ import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
 
-from gptlite.sampling import (StopChecker, TextStreamer, apply_repetition_penalty, apply_top_k, apply_top_p,
-                              process_logits, sample_next, token_bytes_table)
+from gptlite.attention import SlotKVCache
+from gptlite.model import GPT, GPTConfig
+from gptlite.sampling import (Decoder, StopChecker, TextStreamer, apply_repetition_penalty, apply_top_k, apply_top_p,
+                              candidate_probs, decoder_for, draw, process_logits, sample_next, token_bytes_table)
 from gptlite.tokenizer import train_tokenizer
 
 from conftest import SAMPLE
@@ -52,6 +54,53 @@ def test_same_seed_same_draws_and_global_rng_untouched():
     draws = [sample_next(process_logits(x, 1.0, top_p=0.95), generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     assert torch.equal(draws[0], draws[1])
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@settings(max_examples=40, deadline=None)
+@given(temperature=st.floats(0.05, 3.0), top_k=st.integers(0, 120), top_p=st.floats(0.01, 1.0), seed=st.integers(0, 99))
+def test_candidate_probs_is_the_distribution_of_process_logits(temperature, top_k, top_p, seed):
+    x = torch.randn(3, 100, generator=torch.Generator().manual_seed(seed)) * 3      # continuous: no ties at the k-th
+    ids, probs = candidate_probs(x, temperature, top_k, top_p)
+    full = probs if ids is None else torch.zeros_like(x).scatter(1, ids, probs)
+    torch.testing.assert_close(full, torch.softmax(process_logits(x, temperature, top_k, top_p), -1), atol=1e-6, rtol=1e-5)
+
+
+def test_draw_follows_the_probabilities_and_never_draws_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]])
+    ids = torch.tensor([[10, 11, 12, 13, 14, 15]])
+    u = torch.linspace(0, 1, 10001)[:-1]                       # evenly spread uniforms: exact frequencies
+    tokens = torch.cat([draw(ids, probs, u[i:i + 1]) for i in range(len(u))])
+    counts = torch.bincount(tokens - 10, minlength=6).float() / len(u)
+    torch.testing.assert_close(counts, probs[0], atol=2e-4, rtol=0)
+    assert draw(None, probs, torch.tensor([0.0])).item() == 1 and draw(None, probs, torch.tensor([1 - 1e-7])).item() == 4
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(pos_encoding="learned", bias=False), dict(n_heads=2, d_ff=96)])
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_decoder_step_equals_the_model_with_a_cache(kw, parts):
+    torch.manual_seed(parts)
+    model = GPT(GPTConfig(**{**dict(vocab_size=200, max_length=24, n_layers=2, n_heads=4, d_model=32, dropout=0.0), **kw})).eval()
+    decoder = Decoder(model, parts=parts)
+    idx = torch.randint(0, 200, (3, 20))
+    lengths = [5, 9, 2]                                          # rows at different positions
+    a, b = SlotKVCache(2, 24, 3), SlotKVCache(2, 24, 3)
+    for row, n in enumerate(lengths):
+        with torch.no_grad():
+            model(idx[row:row + 1, :n], kv_cache=a.select(row)); model(idx[row:row + 1, :n], kv_cache=b.select(row))
+    a.select(None); b.select(None)
+    for t in range(6):
+        tokens = torch.stack([idx[row, n + t] for row, n in enumerate(lengths)])
+        with torch.no_grad(): expected = model(tokens[:, None], kv_cache=a)[0][:, -1]
+        torch.testing.assert_close(decoder.step(tokens, b), expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(a.lengths, b.lengths)
+
+
+def test_decoder_is_rebuilt_when_the_weights_change():
+    model = GPT(GPTConfig(vocab_size=50, max_length=8, n_layers=1, n_heads=2, d_model=16)).eval()
+    first = decoder_for(model)
+    assert decoder_for(model) is first
+    model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})
+    assert decoder_for(model) is not first
 
 
 def test_repetition_penalty_only_touches_seen_tokens():
@@ -148,6 +197,11 @@ def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(model_
     for p in pieces:
         assert p.logprob <= 0 and len(p.top_logprobs) == 3
         assert max(p.top_logprobs.values()) >= p.logprob - 1e-6
+    ids = tok.encode("The baker") + [p.token_id for p in pieces]
+    with torch.no_grad(): logp = torch.log_softmax(model(torch.tensor([ids]))[0][0].float(), -1)   # (T, V), no cache
+    start = len(tok.encode("The baker")) - 1
+    expected = [logp[start + i, p.token_id].item() for i, p in enumerate(pieces)]
+    assert [p.logprob for p in pieces] == pytest.approx(expected, abs=1e-4)   # the model's own log-probabilities
 
 
 def cli(*args):
