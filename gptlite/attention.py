@@ -125,11 +125,13 @@ class SlotKVCache(KVCache):
         self._mask = None                                          # this step's attention mask, shared by the layers
         self.lengths = torch.zeros(batch_size, dtype=torch.long)   # positions filled, per row
         self.active = torch.ones(batch_size, dtype=torch.bool)     # rows still generating: only they advance
-        self.row = None                                            # the one row being filled, or None: all rows
+        self.row = None                                            # the one row being filled, or None: a step
+        self.n_rows = batch_size                                   # ...over the first n_rows rows
 
-    def select(self, row: int | None) -> "SlotKVCache":
-        "Make the next forward passes write row `row` alone (a prompt), or every row one token each (None)."
+    def select(self, row: int | None, n_rows: int | None = None) -> "SlotKVCache":
+        "Make the next forward passes write row `row` alone (a prompt), or the first `n_rows` rows (default: all) one token each."
         self.row, self._mask = row, None
+        self.n_rows = len(self.lengths) if n_rows is None else n_rows
         return self
 
     def reset(self, row: int):
@@ -140,11 +142,20 @@ class SlotKVCache(KVCache):
         "Freeze a finished row: later steps still feed it a token (the batch keeps its shape) but it never grows."
         self.active[row] = False
 
-    def _next_positions(self) -> Tensor:   # (B,) where each row writes its next token; frozen rows overwrite a spare one
-        return self.lengths.clamp(max=self.max_length - 1)
+    def move(self, src: int, dst: int):
+        "Copy slot `src` into slot `dst`, so that a server can keep its live sequences in the first rows."
+        n = int(self.lengths[src])
+        if self.k is not None:
+            self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+            self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.lengths[dst], self.active[dst], self._mask = self.lengths[src], self.active[src], None
+
+    def _next_positions(self) -> Tensor:   # (n_rows,) where each row writes its next token; frozen rows overwrite a spare one
+        return self.lengths[:self.n_rows].clamp(max=self.max_length - 1)
 
     @property
-    def length(self) -> int: return int(self.lengths[self.row]) if self.row is not None else int(self.lengths.max())
+    def length(self) -> int:
+        return int(self.lengths[self.row]) if self.row is not None else int(self.lengths[:self.n_rows].max())
 
     def position_ids(self, n_tokens: int, device=None) -> Tensor:
         if self.row is not None: return super().position_ids(n_tokens, device)               # (T,)
@@ -172,15 +183,17 @@ class SlotKVCache(KVCache):
             self.k[layer, self.row, :, start:start + T] = k[0]
             self.v[layer, self.row, :, start:start + T] = v[0]
             return self.k[layer, self.row:self.row + 1, :, :start + T], self.v[layer, self.row:self.row + 1, :, :start + T]
-        if bool((self.lengths[self.active] >= self.max_length).any()):
-            raise ValueError(f"a row would be {int(self.lengths.max()) + 1} tokens long, more than max_length={self.max_length}")
+        if B != self.n_rows: raise ValueError(f"this step covers {self.n_rows} rows, got {B}")
+        lengths, active = self.lengths[:B], self.active[:B]
+        if bool((lengths[active] >= self.max_length).any()):
+            raise ValueError(f"a row would be {int(lengths.max()) + 1} tokens long, more than max_length={self.max_length}")
         rows, pos = torch.arange(B, device=k.device), self._next_positions()
         self.k[layer, rows, :, pos] = k[:, :, 0]                   # row b writes at its own position
         self.v[layer, rows, :, pos] = v[:, :, 0]
         end = int(pos.max()) + 1
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
 
     def advance(self, n_tokens: int):
         if self.row is not None: self.lengths[self.row] += n_tokens
-        else: self.lengths += self.active.long()
+        else: self.lengths[:self.n_rows] += self.active[:self.n_rows].long()
         self._mask = None
