@@ -16,9 +16,9 @@ from .tokenizer import unicode_to_bytes
 # %% auto #0
 __all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
            'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Decoder',
-           'weights_version', 'decoder_for', 'Piece', 'Completion', 'encode_prompt', 'check_sampling_args',
-           'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates', 'Playground', 'latest_checkpoint',
-           'build_parser', 'main']
+           'weights_version', 'decoder_for', 'Piece', 'Completion', 'encode_prompt', 'check_sampling_args', 'Sequence',
+           'pick_tokens', 'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates', 'Playground',
+           'latest_checkpoint', 'build_parser', 'main']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -269,6 +269,42 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
+class Sequence:
+    "One row being generated: its tokens, its streamer and stop checker, and the rules that end it."
+    def __init__(self, row: int, prompt_ids: list[int], table: list[bytes], eot: int, stop, max_new_tokens: int,
+                 context: int):                   # the model's max_length
+        self.row, self.ids, self.eot = row, list(prompt_ids), eot
+        self.max_new_tokens, self.context = max_new_tokens, context
+        self.streamer, self.stops = TextStreamer(table), StopChecker(stop)
+        self.n_new, self.finish_reason = 0, None
+
+    def accept(self, token: int, logprob: float | None = None, top_logprobs: dict | None = None) -> Piece:
+        "Add the next token; the returned piece has the text it makes safe to show, and a finish_reason if it ends the row."
+        self.n_new += 1
+        text = self.stops.push(self.streamer.push(token)) if token != self.eot else ""
+        if (token == self.eot or self.stops.stopped or self.n_new >= self.max_new_tokens
+                or len(self.ids) + 1 >= self.context):
+            text += self.stops.push(self.streamer.flush()) + self.stops.flush()   # what was held back, unless a stop
+            self.finish_reason = "stop" if token == self.eot or self.stops.stopped else "length"
+        self.ids.append(token)
+        return Piece(self.row, text, token, logprob, top_logprobs, self.finish_reason)
+
+def pick_tokens(logits: Tensor,                    # (A, V) the rows' next-token logits
+                generators: list,                  # one torch.Generator per row
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                seen: Tensor | None = None,        # (A, V) bool, needed when repetition_penalty != 1
+                greedy: bool = False,
+               ) -> tuple[Tensor, Tensor]:         # token ids (A,) and their log-probabilities under the model (A,)
+    "One token per row with the same settings for all rows, each row drawing from its own generator."
+    logits = logits.float()
+    rules = apply_repetition_penalty(logits, seen, repetition_penalty) if repetition_penalty != 1.0 else logits
+    if greedy or temperature == 0: chosen = rules.argmax(-1)
+    else:
+        candidates, probs = candidate_probs(rules, temperature, top_k, top_p)
+        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])   # (A,)
+        chosen = draw(candidates, probs, uniforms)
+    return chosen, logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+
 # %% ../nbs/05_sampling.ipynb #fe782bc5
 @torch.no_grad()
 def stream_generate(model, tokenizer,
@@ -301,8 +337,7 @@ def stream_generate(model, tokenizer,
     gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
     penalise = repetition_penalty != 1.0
     seen = torch.zeros(B, V, dtype=torch.bool, device=device) if penalise else None   # (B, V) tokens in each row
-    streamers = [TextStreamer(table) for _ in range(B)]
-    stops = [StopChecker(stop) for _ in range(B)]
+    seqs = [Sequence(b, p, table, eot, stop, max_new_tokens, ctx) for b, p in enumerate(ids)]
     model.eval()
     decoder, cache = decoder_for(model), SlotKVCache(model.config.n_layers, ctx, B)
     last_logits = torch.empty(B, V, device=device)
@@ -311,35 +346,21 @@ def stream_generate(model, tokenizer,
         last_logits[b] = model(x, kv_cache=cache.select(b), logits_to_keep=1)[0][0, -1]
         if penalise: seen[b, x[0]] = True
     cache.select(0 if B == 1 else None)          # one row: its slot alone, no index writes or masks
-    alive, n_new = list(range(B)), [0] * B
+    alive = list(range(B))
     while alive:
         logits = last_logits[alive].float()                                   # (A, V)
-        rules = apply_repetition_penalty(logits, seen[alive], repetition_penalty) if penalise else logits
-        if greedy: chosen = rules.argmax(-1)
-        else:
-            candidates, probs = candidate_probs(rules, temperature, top_k, top_p)
-            uniforms = torch.stack([torch.rand((), generator=gens[b], device=device) for b in alive])  # (A,)
-            chosen = draw(candidates, probs, uniforms)                        # (A,)
-        logp = (logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).tolist()
+        chosen, logp = pick_tokens(logits, [gens[b] for b in alive], temperature, top_k, top_p, repetition_penalty,
+                                   seen[alive] if penalise else None, greedy)
         if penalise: seen[alive, chosen] = True
         if top_logprobs: top = torch.topk(torch.log_softmax(logits, -1), top_logprobs, dim=-1)
-        next_alive = []
-        for i, (b, token) in enumerate(zip(alive, chosen.tolist())):
-            n_new[b] += 1
+        for i, (b, token, lp) in enumerate(zip(alive, chosen.tolist(), logp.tolist())):
             alts = dict(zip(top.indices[i].tolist(), top.values[i].tolist())) if top_logprobs else None
-            text = stops[b].push(streamers[b].push(token)) if token != eot else ""
-            finish = None
-            if token == eot or stops[b].stopped or n_new[b] >= max_new_tokens or len(ids[b]) + 1 >= ctx:
-                text += stops[b].push(streamers[b].flush()) + stops[b].flush()   # what was held back, unless a stop
-                finish = "stop" if token == eot or stops[b].stopped else "length"
-            yield Piece(b, text, token, logp[i], alts, finish)
-            if finish is None: next_alive.append(b)
-            else: cache.finish(b)
-            ids[b].append(token)
-        if not next_alive: break
+            yield seqs[b].accept(token, lp, alts)
+            if seqs[b].finish_reason: cache.finish(b)
+        alive = [b for b in alive if seqs[b].finish_reason is None]
+        if not alive: break
         # one step for all rows; finished rows are fed their last token too, but are frozen and never read
-        last_logits = decoder.step(torch.tensor([ids[b][-1] for b in range(B)], device=device), cache)   # (B, V)
-        alive = next_alive
+        last_logits = decoder.step(torch.tensor([s.ids[-1] for s in seqs], device=device), cache)   # (B, V)
 
 def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
     "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
