@@ -408,10 +408,12 @@ class Playground:
         import ipywidgets as W
         self.model, self.tokenizer, self.table = model, tokenizer, token_bytes_table(tokenizer)
         self.prompt = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="95%"))
-        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature")
-        self.top_k = W.IntSlider(value=0, min=0, max=200, description="top_k (0=off)")
-        self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
-        self.max_new_tokens = W.IntSlider(value=60, min=1, max=model.config.max_length - 1, description="new tokens")
+        label = dict(style={"description_width": "initial"})        # show the whole name
+        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature", **label)
+        self.top_k = W.IntSlider(value=0, min=0, max=200, description="top_k (0 = off)", **label)
+        self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p", **label)
+        self.max_new_tokens = W.IntSlider(value=60, min=1, max=model.config.max_length - 1, description="new tokens",
+                                          **label)
         self.seed = W.IntText(value=0, description="seed")
         self.button = W.Button(description="Generate", button_style="primary")
         self.output = W.HTML()
