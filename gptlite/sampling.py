@@ -183,18 +183,17 @@ class Decoder:
         self.ln_f, self.lm_head = norm(model.ln_f), self.pack(model.lm_head)
         self.version = weights_version(model)
 
-    def pack(self, linear) -> tuple[Tensor, Tensor]:
-        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias as the first slice's (1, out)."
+    def pack(self, linear) -> tuple[Tensor, Tensor | None]:
+        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias."
         out_features, in_features = linear.weight.shape
         w = linear.weight.detach().t().reshape(self.parts, in_features // self.parts, out_features).contiguous()
-        b = w.new_zeros(self.parts, 1, out_features)
-        if linear.bias is not None: b[0, 0] = linear.bias.detach()             # added once, to the first part
-        return w, b
+        return w, (linear.bias.detach() if linear.bias is not None else None)
 
     def linear(self, x: Tensor, packed) -> Tensor:   # (B, in) -> (B, out)
         w, b = packed
         B, n = x.shape
-        return torch.baddbmm(b, x.view(B, self.parts, n // self.parts).transpose(0, 1), w).sum(0)  # (P, B, out) summed
+        y = torch.bmm(x.view(B, self.parts, n // self.parts).transpose(0, 1), w).sum(0)   # (P, B, out) summed
+        return y.add_(b) if b is not None else y
 
     @torch.no_grad()
     def step(self, tokens: Tensor,           # (B,) the newest token of each row
