@@ -116,6 +116,7 @@ def test_training_dashboard(runs, monkeypatch):
     assert len(evals) == 3 and evals[-1]["step"] == 120
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and f"{evals[-1]['val_bpb']:.3f} bits/byte" in text
+    assert len(at.get("image")) == 1                                          # the loss and bits-per-byte figure
     assert list_runs(runs) == [runs / "tiny"]
 
 
@@ -123,7 +124,7 @@ def test_no_checkpoint_and_unreachable_api_say_what_to_do(runs, monkeypatch, tmp
     at = app(monkeypatch, GPTLITE_CHECKPOINT=tmp_path / "missing", GPTLITE_RUNS_DIR=tmp_path)
     assert "gptlite-train" in at.error[0].value and "--checkpoint" in at.error[0].value
     at.button(key="generate").click().run()
-    assert not at.exception and len(at.error) >= 2
+    assert not at.exception and len(at.main.error) == 1 and "see the message above" in at.info[0].value
     assert "No training runs" in at.info[-1].value
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]               # nothing listens there
