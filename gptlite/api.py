@@ -203,12 +203,15 @@ class Sampling(BaseModel):
     stop: list[str] = Field([], max_length=8, description="strings that end the text (left out of it)")
 
 class GenerateRequest(Sampling):
+    "The body of `POST /generate` and `/generate/stream`."
     prompt: str = Field(..., max_length=100_000, description="text to continue")
 
 class BatchRequest(Sampling):
+    "The body of `POST /generate/batch`."
     prompts: list[str] = Field(..., min_length=1, max_length=64, description="texts to continue, generated together")
 
 class GenerateResponse(BaseModel):
+    "A generated text with its token counts and timings."
     generated_text: str
     prompt_tokens: int
     completion_tokens: int
@@ -218,24 +221,29 @@ class GenerateResponse(BaseModel):
     tokens_per_second: float
 
 class BatchResponse(BaseModel):
+    "The answers of `POST /generate/batch`, in the order of the prompts."
     results: list[GenerateResponse]
     time_ms: float
 
 class Health(BaseModel):
+    "The answer of `GET /health`."
     status: Literal["ok", "loading", "error"]
     model: str | None = None
     detail: str | None = None
 
 class ErrorResponse(BaseModel):
+    "An error outside `/v1`: FastAPI's shape."
     detail: str | list[dict]
 
 class OpenAIErrorBody(BaseModel):
+    "What went wrong, in OpenAI's words."
     message: str
     type: str
     param: str | None = None
     code: str | None = None
 
 class OpenAIError(BaseModel):
+    "An error on `/v1/*`, in OpenAI's shape."
     error: OpenAIErrorBody
 
 def error_responses(model, *statuses) -> dict:
@@ -246,15 +254,18 @@ SEED_ERRORS = error_responses(ErrorResponse, 400, 401, 422, 429, 503)
 OPENAI_ERRORS = error_responses(OpenAIError, 400, 401, 404, 429, 503)
 
 class TokenizeRequest(BaseModel):
+    "The body of `POST /tokenize`."
     model_config = ConfigDict(extra="forbid", strict=True)   # strict: `true` is not the number 1
     text: str = Field(..., max_length=1_000_000)
 
 class DetokenizeRequest(BaseModel):
+    "The body of `POST /detokenize`."
     model_config = ConfigDict(extra="forbid", strict=True)   # strict: `true` is not the number 1
     tokens: list[int] = Field(..., max_length=1_000_000)
 
 # %% ../nbs/06_api.ipynb #379d66e0
 class StreamOptions(BaseModel):
+    "OpenAI's `stream_options`."
     model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
@@ -280,23 +291,27 @@ class CompletionRequest(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0, le=10, description="gptlite extra (1: off)")
 
 class CompletionLogprobs(BaseModel):
+    "OpenAI's `logprobs` of one choice: each token, its log-probability, the top alternatives."
     tokens: list[str]
     token_logprobs: list[float | None]
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 class CompletionChoice(BaseModel):
+    "One completion of one prompt."
     text: str
     index: int
     logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 class Usage(BaseModel):
+    "Token counts of a request."
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 class Completion(BaseModel):
+    "OpenAI's answer to `POST /v1/completions`."
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
