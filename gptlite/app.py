@@ -349,8 +349,9 @@ def tab_training(runs_dir: str):
     logs, evals = load_metrics(run)
     import matplotlib.pyplot as plt
     fig = plot_metrics(Path(run) / "metrics.jsonl")           # the training notebook's figure: both curves, every point
-    st.pyplot(fig)
-    plt.close(fig)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110); plt.close(fig)   # as an image: st.pyplot toggles pyplot's interactive mode
+    st.image(png.getvalue())
     config = json.loads((Path(run) / "config.json").read_text()) if (Path(run) / "config.json").is_file() else {}
     if config:
         from gptlite.model import GPT, GPTConfig
