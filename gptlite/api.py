@@ -30,7 +30,7 @@ __all__ = ['SEED_ERRORS', 'OPENAI_ERRORS', 'Request', 'QueueFull', 'Scheduler', 
            'error_responses', 'TokenizeRequest', 'DetokenizeRequest', 'StreamOptions', 'CompletionRequest',
            'CompletionLogprobs', 'CompletionChoice', 'Usage', 'Completion', 'ServerSettings', 'Metrics', 'APIError',
            'Call', 'Server', 'sse', 'add_seed_routes', 'LogprobsBuilder', 'add_openai_routes', 'KeysAndMetrics',
-           'create_app', 'build_parser', 'main']
+           'create_app', 'build_parser', 'main', 'settings_from_env']
 
 # %% ../nbs/06_api.ipynb #70f570f4
 @dataclass
@@ -839,5 +839,29 @@ def main(argv: list[str] | None = None):
                               args.model_name, args.device)
     import uvicorn
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+
+# %% ../nbs/06_api.ipynb #ce4dcc26
+def settings_from_env(env: dict | None = None) -> ServerSettings:
+    "Server settings from `GPTLITE_*` environment variables (for gunicorn and other ASGI servers); bad values name the variable."
+    env, d = os.environ if env is None else env, ServerSettings()
+    def number(name: str, kind, default, low):
+        raw = env.get(f"GPTLITE_{name}")
+        if raw is None or raw == "": return default
+        try: value = kind(raw)
+        except ValueError: raise ValueError(f"GPTLITE_{name} must be a number, got {raw!r}") from None
+        if value < low: raise ValueError(f"GPTLITE_{name} must be at least {low}, got {raw!r}")
+        return value
+    origins = [o.strip() for o in env.get("GPTLITE_CORS_ORIGINS", "").split(",") if o.strip()]
+    return ServerSettings(env.get("GPTLITE_CHECKPOINT") or None, d.host, d.port, env.get("GPTLITE_API_KEY") or None,
+                          origins, number("MAX_BATCH_SIZE", int, d.max_batch_size, 1), number("MAX_QUEUE", int, d.max_queue, 1),
+                          number("MAX_PROMPT_TOKENS", int, None, 1), number("MAX_NEW_TOKENS", int, d.max_new_tokens, 1),
+                          number("STREAM_INTERVAL", float, d.stream_interval, 0), env.get("GPTLITE_MODEL_NAME") or None,
+                          env.get("GPTLITE_DEVICE") or d.device)
+
+def __getattr__(name: str):
+    "`gptlite.api:app`, built from the environment the first time it is asked for (each worker loads the model at start)."
+    if name != "app": raise AttributeError(f"module 'gptlite.api' has no attribute {name!r}")
+    globals()["app"] = application = create_app(settings_from_env())
+    return application
 
 if __name__ == "__main__" and not in_ipython(): main()

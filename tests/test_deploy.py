@@ -1,0 +1,73 @@
+"Deployment: gunicorn with uvicorn workers serving `gptlite.api:app` from environment variables; the Dockerfile."
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from gptlite.model import load_checkpoint
+from gptlite.sampling import generate
+from gptlite.training import make_config, train
+
+from conftest import ROOT, SAMPLE
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("deploy") / "run"
+    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=64, batch_size=8, max_iters=60, warmup_iters=10,
+                      eval_interval=60, eval_iters=2, vocab_size=400, sample_tokens=0, time_budget=0)
+    train(cfg, SAMPLE, run, progress=False)
+    return run
+
+
+def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(run_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(run_dir), "GPTLITE_API_KEY": "k",
+           "GPTLITE_MAX_NEW_TOKENS": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "gptlite.api:app", "-w", "2", "-k",
+                             "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}", "--timeout", "120"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            assert proc.poll() is None
+            try:
+                if httpx.get(url + "/health").status_code == 200: break
+            except httpx.TransportError: pass
+            time.sleep(0.2)
+        model, tok = load_checkpoint(run_dir)
+        expected = generate(model, tok, "The baker", max_new_tokens=20, temperature=0)[0].text
+        for _ in range(6):                                     # several requests: both workers answer the same
+            for _ in range(300):                               # a worker still loading says 503: retry, as clients do
+                r = httpx.post(url + "/generate", json={"prompt": "The baker", "max_length": 20, "temperature": 0},
+                               headers=headers, timeout=60)
+                if r.status_code != 503: break
+                time.sleep(0.2)
+            assert r.status_code == 200 and r.json()["generated_text"] == expected, r.text
+        assert httpx.post(url + "/generate", json={"prompt": "x"}).status_code == 401            # the key from the env
+        r = httpx.post(url + "/generate", json={"prompt": "x", "max_length": 60}, headers=headers)
+        assert r.status_code == 400 and "at most 50" in r.json()["detail"]                     # GPTLITE_MAX_NEW_TOKENS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert out.count("Booting worker") == 2 and "Traceback" not in out, out[-2000:]
+
+
+def test_dockerfile_runs_exactly_the_readme_commands():
+    docker = (ROOT / "Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    steps = [m.group(1).strip() for m in re.finditer(r"^RUN (.+)$", docker, re.M)]
+    cmd = re.search(r'^CMD \[(.+)\]$', docker, re.M).group(1)
+    command = " ".join(part.strip().strip('"') for part in cmd.split(","))
+    assert steps and all(step in readme for step in steps), steps
+    assert command in readme, command
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", "saved_models", "_docs"} <= set(ignored)                 # models are mounted, not baked in
