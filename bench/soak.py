@@ -1,0 +1,121 @@
+"""Soak test: many concurrent streaming clients against one server, some hanging up mid-stream.
+
+    python bench/soak.py                         # 64 clients for 60 s against a seed-config model (random weights)
+    python bench/soak.py --clients 64 --seconds 60 --checkpoint saved_models/run
+
+Afterwards it checks what a server under load must keep: no 5xx; every completed greedy answer equal to the same
+request served alone; `/metrics` consistent with what the clients counted (requests, tokens, nothing left active or
+queued); resident memory back within 10% of its value before the load. `tests/test_soak.py` runs a short form in CI.
+"""
+import argparse, asyncio, json, os, random, socket, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = ["The baker", "In the morning, the old", "She said", "Once upon a time", "The sea was", "A letter came",
+           "He opened the door and", "The market", "Rain fell on the", "Every evening, the"]
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + labels + " "): return float(line.split()[1])
+    return 0.0
+
+
+async def client(http, url, rng, until, max_length, hang_up, stats):
+    "Stream requests back to back; a fraction `hang_up` of them is abandoned after the first pieces."
+    while time.perf_counter() < until:
+        prompt, greedy, leave = rng.choice(PROMPTS), rng.random() < 0.5, rng.random() < hang_up
+        body = {"prompt": prompt, "max_length": max_length, "temperature": 0 if greedy else 0.9, "seed": rng.randrange(1000)}
+        text, tokens, finished = "", 0, False
+        async with http.stream("POST", url + "/generate/stream", json=body) as r:
+            stats["requests"] += 1
+            if r.status_code >= 500: stats["5xx"] += 1; continue
+            if r.status_code != 200: stats["4xx"] += 1; await r.aread(); continue
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"): continue
+                event = json.loads(line[6:])
+                text += event["text"]; tokens += len(event["token_ids"])
+                if "finish_reason" in event: finished = True
+                if leave and tokens >= 3: break                                   # hang up mid-stream
+        stats["tokens"] += tokens
+        if leave and not finished: stats["hung_up"] += 1
+        elif finished:
+            stats["completed"] += 1
+            if greedy: stats["greedy"].setdefault(prompt, set()).add(text)
+
+
+async def load(url, clients, seconds, max_length, hang_up, seed=0):
+    stats = dict(requests=0, completed=0, hung_up=0, tokens=0, **{"5xx": 0, "4xx": 0}, greedy={})
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients + 8)) as http:
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*[client(http, url, random.Random(seed + i), until, max_length, hang_up, stats)
+                               for i in range(clients)])
+    return stats
+
+
+def soak(url: str, pid: int, clients: int = 64, seconds: float = 60, max_length: int = 48, hang_up: float = 0.15) -> dict:
+    "Run the load against a running server (`pid` for its memory) and check the aftermath; returns the figures."
+    import psutil
+    proc = psutil.Process(pid)
+    for p in PROMPTS: httpx.post(url + "/generate", json={"prompt": p, "max_length": max_length, "temperature": 0}, timeout=60)
+    rss_before = proc.memory_info().rss
+    requests_before = metric(url, "gptlite_requests_total", '{path="/generate/stream",status="200"}')
+    tokens_before = metric(url, "gptlite_generated_tokens_total")
+    start = time.perf_counter()
+    stats = asyncio.run(load(url, clients, seconds, max_length, hang_up))
+    elapsed = time.perf_counter() - start
+    deadline = time.time() + 30                                  # hung-up requests retire at the next step
+    while time.time() < deadline and (metric(url, "gptlite_active_sequences") or metric(url, "gptlite_queue_depth")):
+        time.sleep(0.1)
+    alone = {p: httpx.post(url + "/generate", json={"prompt": p, "max_length": max_length, "temperature": 0},
+                           timeout=60).json()["generated_text"] for p in stats["greedy"]}
+    mismatched = {p: sorted(texts) for p, texts in stats["greedy"].items() if texts != {alone[p]}}
+    time.sleep(1)
+    rss_after = proc.memory_info().rss
+    served = metric(url, "gptlite_requests_total", '{path="/generate/stream",status="200"}') - requests_before
+    generated = metric(url, "gptlite_generated_tokens_total") - tokens_before
+    return dict(clients=clients, seconds=round(elapsed, 1), requests=stats["requests"], completed=stats["completed"],
+                hung_up=stats["hung_up"], server_errors=stats["5xx"], client_errors=stats["4xx"],
+                tokens_received=stats["tokens"], tokens_per_s=round(stats["tokens"] / elapsed, 1),
+                greedy_prompts=len(stats["greedy"]), greedy_mismatches=mismatched,
+                metrics_stream_requests=served, metrics_generated_tokens=generated,
+                active_after=metric(url, "gptlite_active_sequences"), queue_after=metric(url, "gptlite_queue_depth"),
+                cancelled=metric(url, "gptlite_cancelled_requests"),
+                rss_before_mb=round(rss_before / 2**20, 1), rss_after_mb=round(rss_after / 2**20, 1))
+
+
+def start_server(checkpoint: str, port: int, *args) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", checkpoint, "--port", str(port),
+                             "--log-level", "warning", *args], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200: return proc
+        except httpx.TransportError: pass
+        time.sleep(0.1)
+    proc.kill(); raise TimeoutError("the server did not start")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--checkpoint", help="default: a seed-config model with random weights")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.checkpoint
+        if ckpt is None:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bench_api import make_checkpoint
+            ckpt = str(Path(tmp) / "seed-config"); make_checkpoint(Path(ckpt))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+        server = start_server(ckpt, port)
+        try: result = soak(f"http://127.0.0.1:{port}", server.pid, args.clients, args.seconds, args.max_length)
+        finally: server.terminate(); server.wait(10)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__": main()
