@@ -2,8 +2,9 @@
 
 1. Tokenizer training time and bytes/token at vocab 5000 on data/sample.txt and ../shared/data/tinyshakespeare.txt.
 2. Tokenization throughput and peak RSS on a synthetic corpus (default 100 MB, in 20 files), for
-   gptlite's streaming `prepare_data` and for the plain Hugging Face way (`tokenizer(text)` on each whole file),
-   interleaved and repeated; each run in its own process so that peak RSS is its own.
+   gptlite's streaming `prepare_data` (which encodes with tiktoken, `fast_encoder`), the same with Hugging Face's
+   encoder (`gptlite-hf`), and the plain Hugging Face way (`tokenizer(text)` on each whole file), interleaved and
+   repeated; each run in its own process so that peak RSS is its own.
 
     python bench/bench_tokenizer.py [--mb 100] [--repeats 3] [--baseline-mb 20]
 """
@@ -35,7 +36,10 @@ def worker(mode, corpus, tokenizer_dir):
     reset_peak_rss()
     rss_before = proc_status_mb("VmRSS")
     start = time.perf_counter()
-    if mode == "gptlite":
+    if mode.startswith("gptlite"):
+        if mode == "gptlite-hf":                      # the same pipeline with Hugging Face's encoder
+            import gptlite.data
+            gptlite.data.fast_encoder = lambda tokenizer: None
         with tempfile.TemporaryDirectory() as cache:
             td = prepare_data(files, tok, cache_dir=cache, progress=False)
             n_tokens = len(td.train) + len(td.val)
@@ -105,15 +109,16 @@ def main():
             if path == SAMPLE: tok.save_pretrained(work / "tok")
         small, big = make_corpus(work / "small", args.baseline_mb), make_corpus(work / "big", args.mb)
         print(f"## {args.baseline_mb} MB synthetic corpus, side by side (interleaved, {args.repeats} repeats)")
-        results = {"gptlite": [], "hf-whole-file": []}
+        results = {"gptlite": [], "gptlite-hf": [], "hf-whole-file": []}
         for _ in range(args.repeats):
             for mode in results:
                 r = run(mode, small, work / "tok"); results[mode].append(r); print(json.dumps(r))
         med = {m: statistics.median(r["mb_per_s"] for r in rs) for m, rs in results.items()}
         peak = {m: statistics.median(r["peak_rss_mb"] for r in rs) for m, rs in results.items()}
-        print(f"median MB/s: gptlite {med['gptlite']:.2f}, hf-whole-file {med['hf-whole-file']:.2f}, "
-              f"ratio {med['gptlite'] / med['hf-whole-file']:.2f}x; peak RSS MB: gptlite {peak['gptlite']:.0f}, "
-              f"hf-whole-file {peak['hf-whole-file']:.0f}; before tokenizing "
+        print(f"median MB/s: gptlite {med['gptlite']:.2f}, gptlite-hf {med['gptlite-hf']:.2f}, hf-whole-file "
+              f"{med['hf-whole-file']:.2f}; ratios {med['gptlite'] / med['gptlite-hf']:.2f}x and "
+              f"{med['gptlite'] / med['hf-whole-file']:.2f}x; peak RSS MB: gptlite {peak['gptlite']:.0f}, gptlite-hf "
+              f"{peak['gptlite-hf']:.0f}, hf-whole-file {peak['hf-whole-file']:.0f}; before tokenizing "
               f"{statistics.median(r['rss_before_mb'] for rs in results.values() for r in rs):.0f}")
         print(f"## {args.mb} MB synthetic corpus, gptlite streaming ({args.repeats} repeats)")
         big_runs = [run("gptlite", big, work / "tok") for _ in range(args.repeats)]

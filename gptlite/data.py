@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,7 +23,7 @@ import torch
 from fastcore.imports import in_ipython
 from tqdm.auto import tqdm
 
-from .tokenizer import EOT, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'DataError', 'find_text_files', 'iter_text_chunks', 'bits_per_byte', 'corpus_fingerprint', 'TokenData',
@@ -202,15 +203,25 @@ def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, c
     total = sum(f.stat().st_size for f in files)
     if total == 0: raise DataError(f"the corpus is empty: {len(files)} file(s), 0 bytes")
     split_at = _split_at(total, val_fraction)        # the first byte of validation text (moved to a line start)
-    encoder, pos = tokenizer.backend_tokenizer, 0
+    encoder, fast, checked, pos = tokenizer.backend_tokenizer, fast_encoder(tokenizer), False, 0
     counts = dict(train_tokens=0, val_tokens=0, train_bytes=0, val_bytes=0)
     pending, pending_bytes = [], 0                    # (split, text or None for <|endoftext|>)
 
+    def encode(texts: list[str]) -> list[list[int]]:
+        nonlocal fast, checked
+        if fast is not None and not checked and texts:  # the fast encoder must give the very same ids: check once
+            checked = True
+            if fast.encode_ordinary(texts[0]) != encoder.encode(texts[0], add_special_tokens=False).ids:
+                warnings.warn("tiktoken's ids differ from the tokenizer's on this corpus: using the tokenizer")
+                fast = None
+        if fast is not None: return fast.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        return [e.ids for e in encoder.encode_batch_fast(texts, add_special_tokens=False)]
+
     def flush():
         nonlocal pending, pending_bytes
-        encodings = iter(encoder.encode_batch_fast([t for _, t in pending if t is not None], add_special_tokens=False))
+        encodings = iter(encode([t for _, t in pending if t is not None]))
         for split, text in pending:
-            ids = np.asarray([eot] if text is None else next(encodings).ids, dtype=dtype)
+            ids = np.asarray([eot] if text is None else next(encodings), dtype=dtype)
             ids.tofile(outs[split])
             counts[f"{split}_tokens"] += len(ids)
         pending, pending_bytes = [], 0

@@ -93,3 +93,18 @@ def test_hand_bpe_compresses():
     merges = train_bpe_by_hand(text, 50)
     assert len(merges) == 50
     assert len(bpe_encode_by_hand(text, merges)) < 0.7 * len(text.encode())
+
+
+@pytest.mark.parametrize("vocab_size", [300, 1000, 5000])
+def test_fast_encoder_gives_identical_ids_on_the_corpus(vocab_size):
+    from gptlite.tokenizer import fast_encoder, train_tokenizer
+    text = SAMPLE.read_text(encoding="utf-8")
+    tok = train_tokenizer([text], vocab_size=vocab_size)
+    assert fast_encoder(tok).encode_ordinary(text) == tok.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_fast_encoder_gives_identical_ids_on_random_unicode(tok, s):
+    from gptlite.tokenizer import fast_encoder
+    assert fast_encoder(tok).encode_ordinary(s) == tok.backend_tokenizer.encode(s, add_special_tokens=False).ids
