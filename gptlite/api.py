@@ -21,8 +21,8 @@ import torch
 
 from .attention import SlotKVCache
 from .sampling import (Piece, Sequence, check_sampling_args, decoder_for, encode_prompt, pick_tokens,
-                              token_bytes_table)
-from .tokenizer import EOT
+                              quantize_int8, token_bytes_table)
+from .tokenizer import EOT, fast_encoder
 
 # %% auto #0
 __all__ = ['SEED_ERRORS', 'OPENAI_ERRORS', 'Request', 'QueueFull', 'Scheduler', 'Sampling', 'GenerateRequest', 'BatchRequest',
@@ -332,6 +332,7 @@ class ServerSettings:
     max_prompt_tokens: int | None = None # per prompt (default and at most: the model's context minus one)
     max_new_tokens: int = 1024           # per request (and never past the model's context)
     stream_interval: float = 0.02        # seconds between a stream's writes after its first (0: one per token)
+    quantize: str = "none"               # "int8": int8 linear layers (CPU), see `05_sampling`
     model_name: str | None = None        # the id under /v1/models (default: the checkpoint directory's name)
     device: str = "cpu"
 
@@ -420,7 +421,7 @@ class Server:
     def __init__(self, settings: ServerSettings, model=None, tokenizer=None):
         self.settings, self.model, self.tokenizer = settings, model, tokenizer
         self.checkpoint = Path(settings.checkpoint) if settings.checkpoint else None
-        self.scheduler, self.error, self.metrics, self.loop = None, None, Metrics(), None
+        self.scheduler, self.error, self.metrics, self.loop, self.fast = None, None, Metrics(), None, None
 
     def load(self):
         "Load the checkpoint (unless a model was given) and start the scheduler; a failure is kept for /health."
@@ -428,6 +429,9 @@ class Server:
             if self.model is None:
                 self.checkpoint = self.checkpoint or latest_checkpoint()
                 self.model, self.tokenizer = load_checkpoint(self.checkpoint, device=self.settings.device)
+            self.n_params = self.model.num_params()
+            if self.settings.quantize == "int8": self.model = quantize_int8(self.model)
+            self.fast = fast_encoder(self.tokenizer)       # tiktoken with the same merges: the same ids, faster
             s = self.settings
             self.scheduler = Scheduler(self.model, self.tokenizer, s.max_batch_size, s.max_queue,
                                        deliver=self.deliver).start()
@@ -458,7 +462,8 @@ class Server:
         V, ctx = self.model.config.vocab_size, self.model.config.max_length
         if isinstance(prompt, list) and any(not 0 <= t < V for t in prompt):
             raise APIError(400, f"{prompt_field}: token ids must be in [0, {V})", prompt_field)
-        ids = encode_prompt(self.tokenizer, prompt)
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        ids = ids or [self.tokenizer.convert_tokens_to_ids(EOT)]            # as `encode_prompt`: from <|endoftext|>
         if len(ids) >= ctx:
             raise APIError(400, f"{prompt_field} is {len(ids)} tokens long; the model's context is {ctx} tokens, "
                                 f"leaving no room to generate: shorten it", prompt_field)
@@ -471,10 +476,14 @@ class Server:
         check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         return Request(ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, list(stop), **extra)
 
+    def encode(self, text: str) -> list[int]:
+        "Token ids of `text`, with the fast encoder when there is one (`<|endoftext|>` in the text is the special token)."
+        return self.fast.encode(text, allowed_special="all") if self.fast else self.tokenizer.encode(text)
+
     def model_info(self) -> dict:
         "The loaded model: config, parameter count, tokenizer, and a summary of its training metrics."
         info = dict(id=self.model_id, checkpoint=str(self.checkpoint) if self.checkpoint else None,
-                    config=self.model.config.to_dict(), parameters=self.model.num_params(),
+                    config=self.model.config.to_dict(), parameters=self.n_params, quantize=self.settings.quantize,
                     tokenizer=dict(type="byte-level BPE", vocab_size=len(self.tokenizer),
                                    eot_token_id=self.tokenizer.convert_tokens_to_ids(EOT)),
                     server=dict(max_batch_size=self.settings.max_batch_size, max_queue=self.settings.max_queue,
@@ -579,7 +588,7 @@ def add_seed_routes(app: FastAPI, server: Server):
     def tokenize(body: TokenizeRequest):
         "Token ids of `text`."
         server.require_ready()
-        ids = server.tokenizer.encode(body.text)
+        ids = server.encode(body.text)
         return {"tokens": ids, "count": len(ids)}
 
     @app.post("/detokenize", tags=["tokenizer"], responses=SEED_ERRORS)
@@ -814,6 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between a stream's writes after the first (0: one write per token)")
     p.add_argument("--model-name", help="the model id under /v1/models (default: the checkpoint directory's name)")
     p.add_argument("--device", default=d.device)
+    p.add_argument("--quantize", choices=["none", "int8"], default=os.environ.get("GPTLITE_QUANTIZE", "none"),
+                   help="int8: int8 linear layers, CPU only (default: $GPTLITE_QUANTIZE or none)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -829,6 +840,7 @@ def main(argv: list[str] | None = None):
     if not (checkpoint / CONFIG_NAME).is_file() or not (checkpoint / WEIGHTS_NAME).is_file():
         parser.exit(2, f"{parser.prog}: error: no checkpoint at {checkpoint}: train one with `gptlite-train` "
                        f"or pass --checkpoint DIR\n")
+    if args.quantize == "int8" and args.device != "cpu": parser.error("--quantize int8 runs on the CPU only")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it", flush=True)
     if not 0 <= args.stream_interval <= 1: parser.error(f"--stream-interval must be in [0, 1], got {args.stream_interval}")
@@ -836,7 +848,7 @@ def main(argv: list[str] | None = None):
         parser.error(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
     settings = ServerSettings(str(checkpoint), args.host, args.port, args.api_key, args.cors_origins, args.max_batch_size,
                               args.max_queue, args.max_prompt_tokens, args.max_new_tokens, args.stream_interval,
-                              args.model_name, args.device)
+                              args.quantize, args.model_name, args.device)
     import uvicorn
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
 
@@ -851,12 +863,16 @@ def settings_from_env(env: dict | None = None) -> ServerSettings:
         except ValueError: raise ValueError(f"GPTLITE_{name} must be a number, got {raw!r}") from None
         if value < low: raise ValueError(f"GPTLITE_{name} must be at least {low}, got {raw!r}")
         return value
+    def quantize():
+        value = env.get("GPTLITE_QUANTIZE") or "none"
+        if value not in ("none", "int8"): raise ValueError(f"GPTLITE_QUANTIZE must be none or int8, got {value!r}")
+        return value
     origins = [o.strip() for o in env.get("GPTLITE_CORS_ORIGINS", "").split(",") if o.strip()]
     return ServerSettings(env.get("GPTLITE_CHECKPOINT") or None, d.host, d.port, env.get("GPTLITE_API_KEY") or None,
                           origins, number("MAX_BATCH_SIZE", int, d.max_batch_size, 1), number("MAX_QUEUE", int, d.max_queue, 1),
                           number("MAX_PROMPT_TOKENS", int, None, 1), number("MAX_NEW_TOKENS", int, d.max_new_tokens, 1),
-                          number("STREAM_INTERVAL", float, d.stream_interval, 0), env.get("GPTLITE_MODEL_NAME") or None,
-                          env.get("GPTLITE_DEVICE") or d.device)
+                          number("STREAM_INTERVAL", float, d.stream_interval, 0), quantize(),
+                          env.get("GPTLITE_MODEL_NAME") or None, env.get("GPTLITE_DEVICE") or d.device)
 
 def __getattr__(name: str):
     "`gptlite.api:app`, built from the environment the first time it is asked for (each worker loads the model at start)."

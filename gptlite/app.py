@@ -32,6 +32,7 @@ class Settings:
     api_url: str | None = None        # use a running gptlite API instead of loading a checkpoint
     api_key: str | None = None
     runs_dir: str = "saved_models"    # where the training dashboard looks for runs
+    quantize: str = "none"            # "int8": int8 linear layers for the in-process model
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
     "Settings from the arguments after `streamlit run gptlite/app.py --`, with environment variables as defaults."
@@ -41,8 +42,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     p.add_argument("--api-url", default=env("GPTLITE_API_URL"))
     p.add_argument("--api-key", default=env("GPTLITE_API_KEY"))
     p.add_argument("--runs-dir", default=env("GPTLITE_RUNS_DIR", "saved_models"))
+    p.add_argument("--quantize", default=env("GPTLITE_QUANTIZE", "none"), choices=["none", "int8"])
     args, _ = p.parse_known_args(argv)     # under `streamlit run` or a test runner, ignore what is not ours
-    return Settings(args.checkpoint, args.api_url, args.api_key, args.runs_dir)
+    return Settings(args.checkpoint, args.api_url, args.api_key, args.runs_dir, args.quantize)
 
 @dataclass
 class Params:
@@ -83,20 +85,22 @@ class Generation:
 import torch
 
 from .model import load_checkpoint
-from .sampling import generate, latest_checkpoint, stream_generate, token_bytes_table
+from .sampling import generate, latest_checkpoint, quantize_int8, stream_generate, token_bytes_table
 from .training import plot_metrics
 
 class LocalBackend:
     "A checkpoint loaded in this process."
-    def __init__(self, model, tokenizer, path: str | Path | None = None):
-        self.model, self.tokenizer, self.path = model, tokenizer, path
+    def __init__(self, model, tokenizer, path: str | Path | None = None, quantize: str = "none"):
+        self.n_params = model.num_params()                      # counted before int8 packs the linear layers
+        self.model = quantize_int8(model) if quantize == "int8" else model
+        self.tokenizer, self.path, self.quantize = tokenizer, path, quantize
         self.table = token_bytes_table(tokenizer)
 
-    def describe(self) -> str: return f"in-process: `{self.path}`"
+    def describe(self) -> str: return f"in-process: `{self.path}`" + (" (int8)" if self.quantize == "int8" else "")
 
     def health(self) -> tuple[bool, str]:
         c = self.model.config
-        return True, f"{self.model.num_params() / 1e6:.2f} M parameters, {c.n_layers} layers, context {c.max_length}"
+        return True, f"{self.n_params / 1e6:.2f} M parameters, {c.n_layers} layers, context {c.max_length}"
 
     def generate(self, prompt: str, p: Params) -> Generation:
         decode = lambda i: self.tokenizer.decode([i])
@@ -228,16 +232,16 @@ def load_metrics(run: str | Path) -> tuple[list[dict], list[dict]]:
 import streamlit as st
 
 @st.cache_resource(show_spinner="Loading the model...")
-def _load_local(path: str) -> LocalBackend:
+def _load_local(path: str, quantize: str = "none") -> LocalBackend:
     model, tokenizer = load_checkpoint(path)
-    return LocalBackend(model, tokenizer, path)
+    return LocalBackend(model, tokenizer, path, quantize)
 
 def backend_for(settings: Settings) -> tuple[LocalBackend | APIBackend | None, str | None]:
     "The back-end the settings ask for, or None and a message that says what to do."
     if settings.api_url: return APIBackend(settings.api_url, settings.api_key), None
     try:
         path = Path(settings.checkpoint) if settings.checkpoint else latest_checkpoint(settings.runs_dir)
-        return _load_local(str(path)), None
+        return _load_local(str(path), settings.quantize), None
     except (FileNotFoundError, ValueError) as e:
         return None, (f"No model to generate with: {e}. After `gptlite-train`, reload this page; a checkpoint elsewhere "
                       f"needs a restart with `-- --checkpoint DIR`, a running gptlite API with `-- --api-url URL`.")

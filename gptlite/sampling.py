@@ -18,7 +18,7 @@ __all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p'
            'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Decoder',
            'weights_version', 'decoder_for', 'Piece', 'Completion', 'encode_prompt', 'check_sampling_args', 'Sequence',
            'pick_tokens', 'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates', 'Playground',
-           'latest_checkpoint', 'build_parser', 'main']
+           'quantize_int8', 'weights_size', 'latest_checkpoint', 'build_parser', 'main']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -184,12 +184,14 @@ class Decoder:
         self.version = weights_version(model)
 
     def pack(self, linear) -> tuple[Tensor, Tensor | None]:
-        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias."
+        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias (a quantized layer stays as it is)."
+        if not isinstance(linear, torch.nn.Linear): return linear           # int8 (`quantize_int8`): its own kernel
         out_features, in_features = linear.weight.shape
         w = linear.weight.detach().t().reshape(self.parts, in_features // self.parts, out_features).contiguous()
         return w, (linear.bias.detach() if linear.bias is not None else None)
 
     def linear(self, x: Tensor, packed) -> Tensor:   # (B, in) -> (B, out)
+        if isinstance(packed, torch.nn.Module): return packed(x)
         w, b = packed
         B, n = x.shape
         y = torch.bmm(x.view(B, self.parts, n // self.parts).transpose(0, 1), w).sum(0)   # (P, B, out) summed
@@ -448,6 +450,24 @@ class Playground:
             fig, ax = plt.subplots(figsize=(7, 2.6)); plot_candidates(self.candidates, ax); fig.tight_layout()
             display(fig); plt.close(fig)
 
+# %% ../nbs/05_sampling.ipynb #b0c0555b
+import copy
+import io
+import warnings
+
+def quantize_int8(model) -> "GPT":
+    "A copy of `model` for CPU inference whose linear layers hold int8 weights (dynamic quantization)."
+    from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # its deprecation notices point to torchao, not installed here
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+def weights_size(model) -> int:
+    "Bytes of the model's weights as `torch.save` writes them (a tied matrix once)."
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
 # %% ../nbs/05_sampling.ipynb #985032c8
 import argparse
 from pathlib import Path
@@ -482,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", nargs="+", default=None, help="stop strings (backslash escapes like \\n work)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print text as it is generated")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: int8 linear layers (CPU)")
     return p
 
 def _print_samples(model, tok, prompt: str, args, table):
@@ -508,7 +529,9 @@ def main(argv: list[str] | None = None):
     if args.stop: args.stop = [codecs.decode(s, "unicode_escape") for s in args.stop]
     try:
         check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+        if args.quantize == "int8" and args.device != "cpu": raise ValueError("--quantize int8 runs on the CPU only")
         model, tok = load_checkpoint(args.checkpoint or latest_checkpoint(), device=args.device)
+        if args.quantize == "int8": model = quantize_int8(model)
         table = token_bytes_table(tok)
         if args.creative:
             for prompt in CREATIVE_PROMPTS:

@@ -84,6 +84,8 @@ def test_health_model_tokenize_metrics(server, model_tok):
     assert info["training"]["steps"] == 120 and info["training"]["last_eval"]["val_bpb"] > 0
     ids = httpx.post(server.url + "/tokenize", json={"text": "The baker, é"}).json()
     assert ids["tokens"] == tok.encode("The baker, é") and ids["count"] == len(ids["tokens"])
+    for text in ["a<|endoftext|>b", "Ünïcödé 你好 🤖", "", "it's 1234 ...!!  \n\t x"]:     # the fast encoder's ids
+        assert httpx.post(server.url + "/tokenize", json={"text": text}).json()["tokens"] == tok.encode(text)
     assert httpx.post(server.url + "/detokenize", json={"tokens": ids["tokens"]}).json() == {"text": "The baker, é"}
     assert httpx.post(server.url + "/detokenize", json={"tokens": [10**6]}).status_code == 400
     text = httpx.get(server.url + "/metrics").text
@@ -273,7 +275,7 @@ def test_schemathesis_no_5xx_and_responses_match_the_schema(case, server):
 
 def test_limits_queue_full_is_429_with_retry_after(run_dir):
     s = Served("--checkpoint", str(run_dir), "--max-batch-size", "1", "--max-queue", "1", "--max-prompt-tokens", "20",
-               "--max-new-tokens", "200")
+               "--max-new-tokens", "200", "--quantize", "int8")
     try:
         s.wait()
         async def burst():
@@ -288,4 +290,6 @@ def test_limits_queue_full_is_429_with_retry_after(run_dir):
         assert r.status_code == 400 and "at most 20" in r.json()["detail"]
         r = httpx.post(s.url + "/generate", json={"prompt": "x", "max_length": 300})
         assert r.status_code == 400 and "max_length must be at most 200" in r.json()["detail"]
+        info = httpx.get(s.url + "/model").json()                           # this server runs int8 weights
+        assert info["quantize"] == "int8" and info["parameters"] > 0
     finally: s.stop()

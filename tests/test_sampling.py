@@ -240,3 +240,24 @@ def test_cli_bad_input_exit_2(run_dir, args, message):
 def test_cli_no_checkpoint_says_how_to_make_one(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gptlite.sampling"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "train one with `gptlite-train`" in r.stderr
+
+
+def test_cli_int8(run_dir):
+    r = cli("--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "10", "--seed", "1", "--quantize", "int8")
+    assert r.returncode == 0 and r.stdout.startswith("The baker")
+    r = cli("--checkpoint", str(run_dir), "--quantize", "int8", "--device", "meta")
+    assert r.returncode == 2 and "CPU only" in r.stderr
+
+
+def test_int8_model_decodes_like_its_forward(model_tok):
+    from gptlite.sampling import Decoder, quantize_int8
+    from gptlite.attention import SlotKVCache
+    model, tok = model_tok
+    q = quantize_int8(model)
+    idx = torch.randint(0, 400, (1, 12))
+    a, b = (SlotKVCache(model.config.n_layers, model.config.max_length, 1) for _ in range(2))
+    with torch.no_grad():
+        q(idx[:, :11], kv_cache=a.select(0)); q(idx[:, :11], kv_cache=b.select(0))
+        expected = q(idx[:, 11:], kv_cache=a)[0][0, -1]       # int8 quantizes each call's activations: compare one
+    torch.testing.assert_close(Decoder(q).step(idx[0, 11:], b)[0], expected, atol=1e-4, rtol=1e-4)   # row with one row
+    assert (q(idx)[0] - model(idx)[0]).abs().max() < 0.5                        # close to the float model
