@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
+def start_server(checkpoint: str, port: int, *args, env=None) -> subprocess.Popen:
+    "`python -m gptlite.api` on a loopback port, once /health answers 200 (one thread unless `env` says otherwise)."
+    proc = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", checkpoint, "--port", str(port),
+                             "--log-level", "warning", *args], env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200: return proc
+        except httpx.TransportError: pass
+        time.sleep(0.1)
+    proc.kill(); raise TimeoutError("the server did not start")
+
+
 def make_checkpoint(path: Path):
     import torch
     from gptlite.model import GPT, GPTConfig, save_checkpoint
@@ -74,14 +86,8 @@ def main():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", str(ckpt), "--port", str(port),
-                                   "--log-level", "warning"])
+        server = start_server(str(ckpt), port, env=os.environ)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/health").status_code == 200: break
-                except httpx.TransportError: pass
-                time.sleep(0.1)
             print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, server threads: default "
                   f"({torch.get_num_threads()}), {args.seconds} s per point, {args.max_length} new tokens per request",
                   flush=True)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_api import make_checkpoint, start_server  # noqa: E402
+
 PROMPTS = ["The baker", "In the morning, the old", "She said", "Once upon a time", "The sea was", "A letter came",
            "He opened the door and", "The market", "Rain fell on the", "Every evening, the"]
 
@@ -85,17 +88,6 @@ def soak(url: str, pid: int, clients: int = 64, seconds: float = 60, max_length:
                 rss_before_mb=round(rss_before / 2**20, 1), rss_after_mb=round(rss_after / 2**20, 1))
 
 
-def start_server(checkpoint: str, port: int, *args) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", checkpoint, "--port", str(port),
-                             "--log-level", "warning", *args], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200: return proc
-        except httpx.TransportError: pass
-        time.sleep(0.1)
-    proc.kill(); raise TimeoutError("the server did not start")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=64)
@@ -106,8 +98,6 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
-            sys.path.insert(0, str(Path(__file__).parent))
-            from bench_api import make_checkpoint
             ckpt = str(Path(tmp) / "seed-config"); make_checkpoint(Path(ckpt))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]

@@ -2,7 +2,6 @@
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,8 @@ from schemathesis.checks import positive_data_acceptance
 
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate
-from gptlite.training import make_config, train
 
-from conftest import SAMPLE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, train_tiny
 
 
 class Served:
@@ -56,11 +48,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("api") / "run"
-    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=256, batch_size=8, max_iters=120, warmup_iters=10,
-                      eval_interval=120, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
-    train(cfg, SAMPLE, run, progress=False)
-    return run
+    return train_tiny(tmp_path_factory.mktemp("api") / "run", max_length=256)
 
 
 @pytest.fixture(scope="module")

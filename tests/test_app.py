@@ -4,7 +4,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,9 +16,8 @@ from streamlit.testing.v1 import AppTest
 from gptlite.app import PRESETS, export_csv, export_json, export_txt, list_runs, load_metrics, prob_color, token_html, TokenInfo
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate
-from gptlite.training import make_config, train
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, free_port, train_tiny
 
 APP = str(ROOT / "gptlite" / "app.py")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -28,9 +26,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=8, max_iters=120, warmup_iters=10,
-                      eval_interval=40, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
-    train(cfg, SAMPLE, root / "tiny", progress=False)
+    train_tiny(root / "tiny", eval_interval=40)
     return root
 
 
@@ -126,19 +122,12 @@ def test_no_checkpoint_and_unreachable_api_say_what_to_do(runs, monkeypatch, tmp
     at.button(key="generate").click().run()
     assert not at.exception and len(at.main.error) == 1 and "see the message above" in at.info[0].value
     assert "No training runs" in at.info[-1].value
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]               # nothing listens there
+    port = free_port()                                                   # nothing listens there
     at = app(monkeypatch, GPTLITE_API_URL=f"http://127.0.0.1:{port}")
     assert "cannot reach" in at.sidebar.error[0].value and "python -m gptlite.api" in at.sidebar.error[0].value
     at.text_area(key="prompt").set_value("x").run()
     at.button(key="generate").click().run()
     assert not at.exception and "cannot generate" in at.error[0].value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc, timeout: float = 90):

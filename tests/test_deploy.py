@@ -2,7 +2,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,23 +11,17 @@ import pytest
 
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate
-from gptlite.training import make_config, train
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, free_port, train_tiny
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("deploy") / "run"
-    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=64, batch_size=8, max_iters=60, warmup_iters=10,
-                      eval_interval=60, eval_iters=2, vocab_size=400, sample_tokens=0, time_budget=0)
-    train(cfg, SAMPLE, run, progress=False)
-    return run
+    return train_tiny(tmp_path_factory.mktemp("deploy") / "run", max_length=64, max_iters=60, eval_interval=60)
 
 
 def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(run_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(run_dir), "GPTLITE_API_KEY": "k",
            "GPTLITE_MAX_NEW_TOKENS": "50"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "gptlite.api:app", "-w", "2", "-k",

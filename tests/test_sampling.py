@@ -11,7 +11,7 @@ from gptlite.sampling import (Decoder, StopChecker, TextStreamer, apply_repetiti
                               candidate_probs, decoder_for, draw, process_logits, sample_next, token_bytes_table)
 from gptlite.tokenizer import train_tokenizer
 
-from conftest import SAMPLE
+from conftest import SAMPLE, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +152,11 @@ import sys
 
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate, stream_generate
-from gptlite.training import make_config, train
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("gen") / "run"
-    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=48, batch_size=8, max_iters=120, warmup_iters=10,
-                      eval_interval=120, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
-    train(cfg, SAMPLE, run, progress=False)
-    return run
+    return train_tiny(tmp_path_factory.mktemp("gen") / "run", max_length=48)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
 "A short soak test: 64 concurrent streaming clients against one real server, some hanging up (long form: bench/soak.py)."
-import socket
 import sys
 
 import pytest
 
-from gptlite.training import make_config, train
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, free_port, train_tiny
 
 sys.path.insert(0, str(ROOT / "bench"))
 from soak import soak, start_server  # noqa: E402
@@ -14,16 +12,11 @@ from soak import soak, start_server  # noqa: E402
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("soak") / "run"
-    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=8, max_iters=80, warmup_iters=10,
-                      eval_interval=80, eval_iters=2, vocab_size=400, sample_tokens=0, time_budget=0)
-    train(cfg, SAMPLE, run, progress=False)
-    return run
+    return train_tiny(tmp_path_factory.mktemp("soak") / "run", max_iters=80, eval_interval=80)
 
 
 def test_soak_64_clients_with_hang_ups(run_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    port = free_port()
     server = start_server(str(run_dir), port)
     try: r = soak(f"http://127.0.0.1:{port}", server.pid, clients=64, seconds=15, max_length=40)
     finally: server.terminate(); server.wait(10)
