@@ -210,3 +210,11 @@ def test_real_browser_generates_and_screenshots(runs):
         assert (ARTIFACTS / "app.png").stat().st_size > 10_000
     finally:
         proc.terminate(); proc.wait(10)
+
+
+def test_int8_in_process_backend(runs, monkeypatch):
+    at = app(monkeypatch, GPTLITE_CHECKPOINT=runs / "tiny", GPTLITE_QUANTIZE="int8")
+    assert "(int8)" in at.sidebar.markdown[0].value
+    at.text_area(key="prompt").set_value("The baker"); at.slider(key="max_new_tokens").set_value(10).run()
+    at.button(key="generate").click().run()
+    assert not at.exception and 0 < at.session_state["history"][-1]["tokens"] <= 10
