@@ -19,13 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def start_server(checkpoint: str, port: int, *args, env=None) -> subprocess.Popen:
-    "`python -m gptlite.api` on a loopback port, once /health answers 200 (one thread unless `env` says otherwise)."
+def start_server(checkpoint: str, *args, env=None) -> tuple[subprocess.Popen, str]:
+    "`python -m gptlite.api` on a free loopback port, once /health answers 200; the process and its URL."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", checkpoint, "--port", str(port),
                              "--log-level", "warning", *args], env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200: return proc
+            if httpx.get(url + "/health").status_code == 200: return proc, url
         except httpx.TransportError: pass
         time.sleep(0.1)
     proc.kill(); raise TimeoutError("the server did not start")
@@ -83,10 +86,7 @@ def main():
         import torch
         g = torch.Generator().manual_seed(0)
         prompts = [tok.decode(torch.randint(0, len(tok), (16,), generator=g).tolist()) for _ in range(32)]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        server = start_server(str(ckpt), port, env=os.environ)
+        server, url = start_server(str(ckpt), env=os.environ)                # the server's default threads
         try:
             print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, server threads: default "
                   f"({torch.get_num_threads()}), {args.seconds} s per point, {args.max_length} new tokens per request",

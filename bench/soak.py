@@ -7,7 +7,7 @@ Afterwards it checks what a server under load must keep: no 5xx; every completed
 request served alone; `/metrics` consistent with what the clients counted (requests, tokens, nothing left active or
 queued); resident memory back within 10% of its value before the load. `tests/test_soak.py` runs a short form in CI.
 """
-import argparse, asyncio, json, os, random, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, json, random, sys, tempfile, time
 from pathlib import Path
 
 import httpx
@@ -99,10 +99,8 @@ def main():
         ckpt = args.checkpoint
         if ckpt is None:
             ckpt = str(Path(tmp) / "seed-config"); make_checkpoint(Path(ckpt))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-        server = start_server(ckpt, port)
-        try: result = soak(f"http://127.0.0.1:{port}", server.pid, args.clients, args.seconds, args.max_length)
+        server, url = start_server(ckpt)
+        try: result = soak(url, server.pid, args.clients, args.seconds, args.max_length)
         finally: server.terminate(); server.wait(10)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}")
     print(json.dumps(result, indent=1))

@@ -80,8 +80,8 @@ class Scheduler:
         self.seen = torch.zeros(max_batch_size, c.vocab_size, dtype=torch.bool, device=self.device)
         self.rows: list[tuple[Request, Sequence, torch.Generator]] = []                  # row i = slot i
         self.waiting = collections.deque()
-        self.lock, self.wake = threading.Lock(), threading.Condition(threading.Lock())
-        self.stopping, self.steps, self.tokens_generated, self.cancelled = False, 0, 0, 0
+        self.wake = threading.Condition()                # guards `waiting`; the loop sleeps on it when idle
+        self.stopping, self.steps, self.cancelled = False, 0, 0
         self.thread = threading.Thread(target=self._loop, name="gptlite-scheduler", daemon=True)
 
     def start(self) -> "Scheduler":
@@ -155,17 +155,16 @@ def _step(self: Scheduler):
         for i, t, lp in zip(rows, tokens.tolist(), logp.tolist()): chosen[i], logps[i] = t, lp
     want = max(r.top_logprobs for r, _, _ in self.rows)
     if want: top = torch.topk(torch.log_softmax(self.logits[:n].float(), -1), want, dim=-1)
+    self.seen[torch.arange(n, device=self.device), torch.tensor(chosen, device=self.device)] = True   # one write
     now, out = time.perf_counter(), []
     for i, (request, sequence, _) in enumerate(self.rows):
         alts = None
         if request.top_logprobs:
             alts = dict(zip(top.indices[i, :request.top_logprobs].tolist(), top.values[i, :request.top_logprobs].tolist()))
         piece = sequence.accept(chosen[i], logps[i], alts)
-        self.seen[i, chosen[i]] = True
         if request.first_token_at is None: request.first_token_at = now
         if not request.cancelled: out.append((request, piece))
     self.deliver(out)                                     # all of this step's pieces at once
-    self.tokens_generated += n
     self.steps += 1
     for i in reversed(range(n)):                          # retire: the last row moves into the freed slot
         request, sequence, _ = self.rows[i]
@@ -462,8 +461,7 @@ class Server:
         V, ctx = self.model.config.vocab_size, self.model.config.max_length
         if isinstance(prompt, list) and any(not 0 <= t < V for t in prompt):
             raise APIError(400, f"{prompt_field}: token ids must be in [0, {V})", prompt_field)
-        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        ids = ids or [self.tokenizer.convert_tokens_to_ids(EOT)]            # as `encode_prompt`: from <|endoftext|>
+        ids = encode_prompt(self.tokenizer, self.encode(prompt) if isinstance(prompt, str) else prompt)
         if len(ids) >= ctx:
             raise APIError(400, f"{prompt_field} is {len(ids)} tokens long; the model's context is {ctx} tokens, "
                                 f"leaving no room to generate: shorten it", prompt_field)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 
-from conftest import ROOT, free_port, train_tiny
+from conftest import ROOT, train_tiny
 
 sys.path.insert(0, str(ROOT / "bench"))
 from soak import soak, start_server  # noqa: E402
@@ -16,9 +16,8 @@ def run_dir(tmp_path_factory):
 
 
 def test_soak_64_clients_with_hang_ups(run_dir):
-    port = free_port()
-    server = start_server(str(run_dir), port)
-    try: r = soak(f"http://127.0.0.1:{port}", server.pid, clients=64, seconds=15, max_length=40)
+    server, url = start_server(str(run_dir))
+    try: r = soak(url, server.pid, clients=64, seconds=15, max_length=40)
     finally: server.terminate(); server.wait(10)
     print(r)
     assert r["server_errors"] == 0 and r["client_errors"] == 0
