@@ -799,7 +799,7 @@ def create_app(settings: ServerSettings | None = None,
     return app
 
 # %% ../nbs/06_api.ipynb #96e52087
-from fastcore.imports import in_ipython
+import builtins
 
 from .data import CLIParser
 from .model import WEIGHTS_NAME
@@ -878,4 +878,4 @@ def __getattr__(name: str):
     globals()["app"] = application = create_app(settings_from_env())
     return application
 
-if __name__ == "__main__" and not in_ipython(): main()
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import hashlib
 import json
 import math
@@ -20,7 +21,6 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from fastcore.imports import in_ipython
 from tqdm.auto import tqdm
 
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
@@ -328,4 +328,4 @@ def main(argv: list[str] | None = None):
     print(f"cache: {td.path} (train {m['train_tokens']:,} tokens, val {m['val_tokens']:,} tokens / {m['val_bytes']:,} bytes)")
     print(f"done in {time.time() - start:.1f} s")
 
-if __name__ == "__main__" and not in_ipython(): main()   # run as `python -m gptlite.data`, not inside a notebook
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()   # run as `python -m gptlite.data`, not inside a notebook

@@ -230,10 +230,9 @@ def decoder_for(model) -> Decoder:
     return d
 
 # %% ../nbs/05_sampling.ipynb #5b068edb
+import builtins
 from dataclasses import dataclass, field
 from typing import Iterator
-
-from fastcore.imports import in_ipython
 
 from .tokenizer import EOT
 
@@ -547,4 +546,4 @@ def main(argv: list[str] | None = None):
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"gptlite-generate: error: {e}\n")
 
-if __name__ == "__main__" and not in_ipython(): main()
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastcore.imports import in_ipython
 from tqdm.auto import tqdm
 
 from .data import CLIParser, DataError, TokenData, prepare
@@ -490,4 +490,4 @@ def main(argv: list[str] | None = None):
         print(f"final: val loss {summary['full_val_loss']:.4f}, val bits/byte {summary['full_val_bpb']:.4f} "
               f"(whole validation split, best checkpoint in {args.out})")
 
-if __name__ == "__main__" and not in_ipython(): main()
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()
