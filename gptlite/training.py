@@ -423,7 +423,8 @@ def train(cfg: TrainConfig,                    # the run's settings
         if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save()
     bar.close()
     m = evaluate_and_save()
-    summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")})
+    summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")},
+                   stopped_by="max_iters" if step >= cfg.max_iters else "time_budget")
     if master:
         best, _ = load_checkpoint(out, device=device, with_tokenizer=False)
         full = evaluate_split(best, td, "val", cfg.max_length, cfg.batch_size, ctx, device)

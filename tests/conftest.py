@@ -1,4 +1,9 @@
-"Shared fixtures: a small tokenizer trained on the shipped corpus, and the paths tests read."
+"""Shared fixtures: a small tokenizer trained on the shipped corpus, ONE tiny trained checkpoint for the whole session,
+the paths tests read, and helpers to run a command's `main(argv)` in-process.
+
+`pytest -m "not slow"` is the everyday loop (under two minutes on 2 cores); tests marked `slow` start extra servers,
+browsers or processes under load, and run in CI with the rest."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +14,12 @@ from gptlite.tokenizer import train_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample.txt"
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+TINY_STEPS, TINY_CONTEXT = 120, 256
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: more than a few seconds (servers under load, browsers, DDP, kill -9); "
+                                       "`pytest -m 'not slow'` leaves these out")
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +31,42 @@ def tok():
 def train_tiny(out: Path, **overrides) -> Path:
     "A tiny checkpoint trained on data/sample.txt in seconds (2 layers, width 48), for tests that need a real run."
     from gptlite.training import make_config, train
-    settings = dict(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=8, max_iters=120, warmup_iters=10,
-                    eval_interval=120, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
+    settings = dict(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=8, max_iters=TINY_STEPS, warmup_iters=10,
+                    eval_interval=TINY_STEPS, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
     train(make_config(**{**settings, **overrides}), SAMPLE, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The session's one trained checkpoint: `runs/tiny`, a run directory (context 256 tokens, 120 steps, evaluated
+    every 40), alone in its `runs/` folder. Every test file that needs a trained model shares it, so treat it as
+    read-only: `copy_run` it to change it."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "tiny", max_length=TINY_CONTEXT, eval_interval=40)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+    "(model, tokenizer) of `tiny_run`, loaded once."
+    from gptlite.model import load_checkpoint
+    return load_checkpoint(tiny_run)
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    "A private copy of a run directory, for a test that changes or breaks it."
+    return Path(shutil.copytree(run, dest))
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    "A command's `main(argv)` run in-process: (exit code, stdout, stderr), as the shell would see them."
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def free_port() -> int:

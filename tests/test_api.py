@@ -14,10 +14,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings as hypothesis_settings
 from schemathesis.checks import positive_data_acceptance
 
-from gptlite.model import load_checkpoint
+from gptlite.api import main
 from gptlite.sampling import generate
 
-from conftest import free_port, train_tiny
+from conftest import TINY_CONTEXT, TINY_STEPS, copy_run, free_port, run_main
 
 
 class Served:
@@ -46,30 +46,28 @@ class Served:
         except subprocess.TimeoutExpired: self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("api") / "run", max_length=256)
+@pytest.fixture
+def run_dir(tiny_run): return tiny_run
 
 
 @pytest.fixture(scope="module")
-def server(run_dir):
-    s = Served("--checkpoint", str(run_dir), "--model-name", "tiny")
+def server(tiny_run):
+    s = Served("--checkpoint", str(tiny_run), "--model-name", "tiny")
     s.wait()
     yield s
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def model_tok(run_dir):
-    return load_checkpoint(run_dir)
+@pytest.fixture
+def model_tok(tiny_model): return tiny_model
 
 
 def test_health_model_tokenize_metrics(server, model_tok):
     model, tok = model_tok
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
     info = httpx.get(server.url + "/model").json()
-    assert info["parameters"] == model.num_params() and info["config"]["max_length"] == 256
-    assert info["training"]["steps"] == 120 and info["training"]["last_eval"]["val_bpb"] > 0
+    assert info["parameters"] == model.num_params() and info["config"]["max_length"] == TINY_CONTEXT
+    assert info["training"]["steps"] == TINY_STEPS and info["training"]["last_eval"]["val_bpb"] > 0
     ids = httpx.post(server.url + "/tokenize", json={"text": "The baker, é"}).json()
     assert ids["tokens"] == tok.encode("The baker, é") and ids["count"] == len(ids["tokens"])
     for text in ["a<|endoftext|>b", "Ünïcödé 你好 🤖", "", "it's 1234 ...!!  \n\t x"]:     # the fast encoder's ids
@@ -143,6 +141,7 @@ def test_openai_client_completions_streaming_and_errors(server, model_tok):
         client.completions.create(model="tiny", prompt="word " * 300)
 
 
+@pytest.mark.slow
 def test_api_key_required_except_health(run_dir):
     s = Served("--checkpoint", str(run_dir), "--cors-origins", "http://app.example", env={"GPTLITE_API_KEY": "sekret"})
     try:
@@ -154,20 +153,17 @@ def test_api_key_required_except_health(run_dir):
         assert "access-control-allow-origin" not in other.headers
         assert httpx.get(s.url + "/model").status_code == 401
         assert httpx.get(s.url + "/model", headers={"Authorization": "Bearer sekret"}).status_code == 200
-        r = httpx.post(s.url + "/v1/completions", json={"model": "run", "prompt": "x"})
+        r = httpx.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "x"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0).models.list()
         ok = openai.OpenAI(base_url=s.url + "/v1", api_key="sekret", max_retries=0)
-        assert ok.completions.create(model="run", prompt="The", max_tokens=2).usage.completion_tokens >= 1
+        assert ok.completions.create(model="tiny", prompt="The", max_tokens=2).usage.completion_tokens >= 1
     finally: s.stop()
 
 
 def test_health_is_503_when_the_checkpoint_cannot_load(run_dir, tmp_path):
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for f in run_dir.iterdir():
-        if f.is_file(): (bad / f.name).write_bytes(f.read_bytes())
+    bad = copy_run(run_dir, tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"not a safetensors file")
     s = Served("--checkpoint", str(bad))
     try:
@@ -179,13 +175,11 @@ def test_health_is_503_when_the_checkpoint_cannot_load(run_dir, tmp_path):
     assert s.proc.returncode is not None
 
 
-def test_cli_errors_exit_2(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "gptlite.api", "--checkpoint", str(tmp_path / "nope")],
-                       capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "gptlite-train" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run([sys.executable, "-m", "gptlite.api", "--port", "0"], capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "--port" in r.stderr
+def test_cli_errors_exit_2(tmp_path, capsys):
+    code, _, err = run_main(main, ["--checkpoint", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "gptlite-train" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_main(main, ["--port", "0"], capsys)
+    assert code == 2 and "--port" in err
 
 
 def metric(url: str, name: str) -> float:
@@ -223,24 +217,26 @@ async def stream_all(url: str, bodies: list[dict]) -> list[tuple[str, float]]:
         return await asyncio.gather(*[one(client, b) for b in bodies])
 
 
+@pytest.mark.slow
 def test_32_concurrent_streams_equal_each_request_alone(server):
     proc = psutil.Process(server.proc.pid)
     greedy = [{"prompt": p, "max_length": 40, "temperature": 0} for p in PROMPTS]
     sampled = [{"prompt": p, "max_length": 40, "temperature": 0.9, "top_p": 0.95, "seed": i} for i, p in enumerate(PROMPTS)]
     alone_greedy = [httpx.post(server.url + "/generate", json=b, timeout=60).json()["generated_text"] for b in greedy]
     alone_sampled = [httpx.post(server.url + "/generate", json=b, timeout=60).json()["generated_text"] for b in sampled]
-    steps = metric(server.url, "gptlite_decode_steps")
-    rss = []
+    asyncio.run(stream_all(server.url, greedy))                     # a first identical load: the memory baseline
+    baseline, steps = proc.memory_info().rss, metric(server.url, "gptlite_decode_steps")
     for _ in range(3):
         together = asyncio.run(stream_all(server.url, greedy))
         assert [t for t, _ in together] == alone_greedy, "a greedy answer changed when batched (a near-tie flipped)"
-        rss.append(proc.memory_info().rss)
+    after = proc.memory_info().rss
     assert metric(server.url, "gptlite_decode_steps") - steps < 3 * 32 * 40 / 4     # really batched: >4 rows a step
     mixed = asyncio.run(stream_all(server.url, sampled))
     differ = sum(t != a for (t, _), a in zip(mixed, alone_sampled))
     print(f"seeded sampling: {differ} of {len(sampled)} answers differ from the request served alone")
     assert differ <= len(sampled) // 8
-    assert rss[2] < rss[0] * 1.1, f"memory grew from {rss[0] >> 20} to {rss[2] >> 20} MB over identical loads"
+    # identical loads leave memory where the first left it (a generous bound: allocators keep some pages)
+    assert after < baseline * 1.5, f"memory grew from {baseline >> 20} to {after >> 20} MB over identical loads"
     assert metric(server.url, "gptlite_active_sequences") == 0 and metric(server.url, "gptlite_queue_depth") == 0
 
 
@@ -252,6 +248,7 @@ def api_schema(server):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_schemathesis_no_5xx_and_responses_match_the_schema(case, server):
@@ -261,6 +258,7 @@ def test_schemathesis_no_5xx_and_responses_match_the_schema(case, server):
     case.call_and_validate(base_url=server.url, timeout=30, excluded_checks=[positive_data_acceptance])
 
 
+@pytest.mark.slow
 def test_limits_queue_full_is_429_with_retry_after(run_dir):
     s = Served("--checkpoint", str(run_dir), "--max-batch-size", "1", "--max-queue", "1", "--max-prompt-tokens", "20",
                "--max-new-tokens", "200", "--quantize", "int8")

@@ -17,17 +17,16 @@ from gptlite.app import PRESETS, export_csv, export_json, export_txt, list_runs,
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate
 
-from conftest import ROOT, free_port, train_tiny
+from conftest import ROOT, free_port
 
 APP = str(ROOT / "gptlite" / "app.py")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    train_tiny(root / "tiny", eval_interval=40)
-    return root
+@pytest.fixture
+def runs(tiny_run):
+    "The folder of the session's tiny run, `runs/tiny` (its only run)."
+    return tiny_run.parent
 
 
 def app(monkeypatch, **env) -> AppTest:
@@ -142,7 +141,8 @@ def wait_http(url: str, proc, timeout: float = 90):
 
 
 @pytest.fixture(scope="module")
-def api_server(runs):
+def api_server(tiny_run):
+    runs = tiny_run.parent
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gptlite.api", "--checkpoint", str(runs / "tiny"), "--port", str(port),
                              "--log-level", "warning", "--model-name", "tiny"], env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -177,6 +177,7 @@ def test_token_view_helpers():
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.slow
 def test_real_browser_generates_and_screenshots(runs):
     playwright = pytest.importorskip("playwright.sync_api")
     port = free_port()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from gptlite.data import (DataError, TokenData, bits_per_byte, find_text_files, iter_text_chunks, prepare,
+from gptlite.data import (DataError, TokenData, bits_per_byte, find_text_files, iter_text_chunks, main, prepare,
                           prepare_data, training_text)
 from gptlite.tokenizer import EOT, train_tokenizer
 
-from conftest import SAMPLE, SHAKESPEARE
+from conftest import SAMPLE, SHAKESPEARE, run_main
 
 
 def write(path, text):
@@ -136,6 +136,7 @@ def test_bits_per_byte():
     assert bits_per_byte(2.0, 100, 400) == pytest.approx(2.0 * 100 / 400 / math.log(2))
 
 
+@pytest.mark.slow
 def test_streaming_memory_is_flat(tok, tmp_path):
     # Text is read 16 KB at a time and encoded a batch of chunks at a time: the peak of Python's memory is the same
     # for 8 MB and 24 MB of text, and a fraction of either.
@@ -160,14 +161,16 @@ def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "gptlite.data", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_cli_success_and_reuse(tmp_path):
+def test_cli_success_and_reuse(tmp_path, capsys, monkeypatch):
+    # The real `python -m gptlite.data` process once; the second run, which reuses its cache, in-process.
     folder = corpus(tmp_path)
     r = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "bytes/token" in r.stdout
     assert {"tokenizer.json", "tokenizer_config.json", "tokenizer_training.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
-    r2 = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet", cwd=tmp_path)
-    assert r2.returncode == 0 and r2.stdout.splitlines()[2] == r.stdout.splitlines()[2]  # same cache line
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(main, ["--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet"], capsys)
+    assert code == 0 and out.splitlines()[2] == r.stdout.splitlines()[2], err      # the same cache line
 
 
 @pytest.mark.parametrize("setup,message", [
@@ -176,19 +179,23 @@ def test_cli_success_and_reuse(tmp_path):
     (lambda p: (p / "d").mkdir() or (p / "d" / "x.txt").write_bytes(b"abc\xff"), "not valid UTF-8 at byte 3"),
     (lambda p: write(p / "d" / "x.txt", "tiny\n"), "too small to split"),
 ])
-def test_cli_bad_input_exit_2_one_line(tmp_path, setup, message):
+def test_cli_bad_input_exit_2_one_line(tmp_path, setup, message, capsys, monkeypatch):
     setup(tmp_path)
-    r = run_cli("--data", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--vocab-size", "300", "--quiet", cwd=tmp_path)
-    assert r.returncode == 2
-    assert r.stderr.startswith("gptlite-prepare: error:") and message in r.stderr
-    assert r.stderr.strip().count("\n") == 0
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(main, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--vocab-size", "300",
+                                   "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("gptlite-prepare: error:") and message in err
+    assert err.strip().count("\n") == 0
 
 
-def test_cli_vocab_mismatch(tmp_path):
+def test_cli_vocab_mismatch(tmp_path, capsys, monkeypatch):
     folder = corpus(tmp_path)
-    assert run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "400", "--quiet", cwd=tmp_path).returncode == 0
-    r = run_cli("--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "900", "--quiet", cwd=tmp_path)
-    assert r.returncode == 2 and "vocab_size=400, not 900" in r.stderr
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(folder), "--out", str(tmp_path / "run"), "--quiet"]
+    assert run_main(main, [*args, "--vocab-size", "400"], capsys)[0] == 0
+    code, _, err = run_main(main, [*args, "--vocab-size", "900"], capsys)
+    assert code == 2 and "vocab_size=400, not 900" in err
 
 
 def test_prepare_trains_then_loads(tmp_path):

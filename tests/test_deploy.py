@@ -12,14 +12,14 @@ import pytest
 from gptlite.model import load_checkpoint
 from gptlite.sampling import generate
 
-from conftest import ROOT, free_port, train_tiny
+from conftest import ROOT, free_port
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("deploy") / "run", max_length=64, max_iters=60, eval_interval=60)
+@pytest.fixture
+def run_dir(tiny_run): return tiny_run
 
 
+@pytest.mark.slow
 def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(run_dir):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(run_dir), "GPTLITE_API_KEY": "k",

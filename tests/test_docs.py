@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow                         # builds the whole site, then a browser opens every page
+
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PAGES = ["", "tokenizer/", "attention/", "model/", "data/", "training/", "sampling/", "api/", "app/"]
 

@@ -11,7 +11,7 @@ from gptlite.sampling import (Decoder, StopChecker, TextStreamer, apply_repetiti
                               candidate_probs, decoder_for, draw, process_logits, sample_next, token_bytes_table)
 from gptlite.tokenizer import train_tokenizer
 
-from conftest import SAMPLE, train_tiny
+from conftest import SAMPLE, TINY_CONTEXT, run_main
 
 
 @pytest.fixture(scope="module")
@@ -145,23 +145,20 @@ def test_stop_checker_matches_a_reference_for_any_split(text, stops, seed):
     assert out == expected and checker.stopped == bool(hits)
 
 
-# --- generation with a real (tiny, briefly trained) checkpoint -------------------------------------------------------
+# --- generation with a real (tiny, briefly trained) checkpoint: the session's shared one -----------------------------
 import os
 import subprocess
 import sys
 
-from gptlite.model import load_checkpoint
-from gptlite.sampling import generate, stream_generate
+from gptlite.sampling import generate, main, stream_generate
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("gen") / "run", max_length=48)
+@pytest.fixture
+def run_dir(tiny_run): return tiny_run
 
 
-@pytest.fixture(scope="module")
-def model_tok(run_dir):
-    return load_checkpoint(run_dir)
+@pytest.fixture
+def model_tok(tiny_model): return tiny_model
 
 
 PROMPTS = ["The", "In the morning, the baker opened", "", "She said: \u201cno\u201d, and"]
@@ -199,23 +196,19 @@ def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(model_
     assert [p.logprob for p in pieces] == pytest.approx(expected, abs=1e-4)   # the model's own log-probabilities
 
 
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "gptlite.sampling", *args], capture_output=True, text=True, env=env)
-
-
-def test_cli_streams_the_same_text_as_no_stream(run_dir):
+def test_cli_streams_the_same_text_as_no_stream(run_dir, capsys):
     args = ["--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "15", "--seed", "4", "--num-samples", "2"]
-    a, b = cli(*args), cli(*args, "--no-stream")
-    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    assert a.stdout == b.stdout and a.stdout.count("--- sample") == 2
+    (code_a, a, err_a), (code_b, b, err_b) = run_main(main, args, capsys), run_main(main, [*args, "--no-stream"], capsys)
+    assert code_a == 0 and code_b == 0, err_a + err_b
+    assert a == b and a.count("--- sample") == 2
 
 
 def test_cli_interactive_quits_on_empty_line(run_dir):
+    # The one real `gptlite-generate` process: a prompt, then an empty line to quit.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "gptlite.sampling", "--checkpoint", str(run_dir), "--interactive",
                         "--max-new-tokens", "5", "--seed", "0"], input="The\n\n", capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and r.stdout.count(">>> ") == 2
+    assert r.returncode == 0 and r.stdout.count(">>> ") == 2, r.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -225,23 +218,25 @@ def test_cli_interactive_quits_on_empty_line(run_dir):
     (["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
     (["--num-samples", "0"], "--num-samples must be at least 1"),
     (["--interactive", "--creative"], "cannot be used together"),
-    (["--prompt", "word " * 100], "the model's context is 48 tokens"),
+    (["--prompt", "word " * (TINY_CONTEXT + 50)], f"the model's context is {TINY_CONTEXT} tokens"),
 ])
-def test_cli_bad_input_exit_2(run_dir, args, message):
-    r = cli("--checkpoint", str(run_dir), *args)
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_cli_bad_input_exit_2(run_dir, args, message, capsys):
+    code, _, err = run_main(main, ["--checkpoint", str(run_dir), *args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_no_checkpoint_says_how_to_make_one(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "gptlite.sampling"], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and "train one with `gptlite-train`" in r.stderr
+def test_cli_no_checkpoint_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(main, [], capsys)
+    assert code == 2 and "train one with `gptlite-train`" in err
 
 
-def test_cli_int8(run_dir):
-    r = cli("--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "10", "--seed", "1", "--quantize", "int8")
-    assert r.returncode == 0 and r.stdout.startswith("The baker")
-    r = cli("--checkpoint", str(run_dir), "--quantize", "int8", "--device", "meta")
-    assert r.returncode == 2 and "CPU only" in r.stderr
+def test_cli_int8(run_dir, capsys):
+    code, out, err = run_main(main, ["--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "10",
+                                     "--seed", "1", "--quantize", "int8"], capsys)
+    assert code == 0 and out.startswith("The baker"), err
+    code, _, err = run_main(main, ["--checkpoint", str(run_dir), "--quantize", "int8", "--device", "meta"], capsys)
+    assert code == 2 and "CPU only" in err
 
 
 def test_int8_model_decodes_like_its_forward(model_tok):
