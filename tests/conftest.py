@@ -31,7 +31,7 @@ def tok():
 def train_tiny(out: Path, **overrides) -> Path:
     "A tiny checkpoint trained on data/sample.txt in seconds (2 layers, width 48), for tests that need a real run."
     from gptlite.training import make_config, train
-    settings = dict(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=8, max_iters=TINY_STEPS, warmup_iters=10,
+    settings = dict(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=4, max_iters=TINY_STEPS, warmup_iters=10,
                     eval_interval=TINY_STEPS, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
     train(make_config(**{**settings, **overrides}), SAMPLE, out, progress=False)
     return out
