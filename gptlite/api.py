@@ -414,6 +414,7 @@ class Call:
 # %% ../nbs/06_api.ipynb #86e8cfe8
 from .model import CONFIG_NAME, load_checkpoint
 from .sampling import latest_checkpoint
+from .training import read_metrics
 
 class Server:
     "What the routes share: settings, model and tokenizer (loaded in the background), scheduler, metrics."
@@ -490,7 +491,7 @@ class Server:
                                 stream_interval=self.settings.stream_interval), training=None)
         metrics = self.checkpoint / "metrics.jsonl" if self.checkpoint else None
         if metrics and metrics.is_file():
-            rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+            rows = read_metrics(metrics)                   # a run still training may be mid-line: that line waits
             evals = [r for r in rows if "val_loss" in r]
             if rows:
                 info["training"] = dict(steps=rows[-1]["step"], tokens=rows[-1].get("tokens"),

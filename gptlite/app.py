@@ -86,7 +86,7 @@ import torch
 
 from .model import load_checkpoint
 from .sampling import generate, latest_checkpoint, quantize_int8, stream_generate, token_bytes_table
-from .training import plot_metrics
+from .training import plot_metrics, read_metrics
 
 class LocalBackend:
     "A checkpoint loaded in this process."
@@ -225,7 +225,7 @@ def list_runs(root: str | Path = "saved_models") -> list[Path]:
 
 def load_metrics(run: str | Path) -> tuple[list[dict], list[dict]]:
     "A run's training log: the per-step rows and the evaluation rows of its metrics.jsonl."
-    rows = [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = read_metrics(Path(run) / "metrics.jsonl")      # a run still training may be mid-line: that line waits
     return [r for r in rows if "val_loss" not in r], [r for r in rows if "val_loss" in r]
 
 # %% ../nbs/07_app.ipynb #d1f160cc

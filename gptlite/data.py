@@ -26,12 +26,15 @@ from tqdm.auto import tqdm
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'DataError', 'find_text_files', 'iter_text_chunks', 'bits_per_byte', 'corpus_fingerprint', 'TokenData',
-           'prepare_data', 'training_text', 'prepare', 'CLIParser', 'main']
+__all__ = ['CACHE_FORMAT', 'DataError', 'CacheDamaged', 'find_text_files', 'iter_text_chunks', 'bits_per_byte',
+           'corpus_fingerprint', 'TokenData', 'prepare_data', 'training_text', 'prepare', 'CLIParser', 'main']
 
 # %% ../nbs/03_data.ipynb #7e355d36
 class DataError(ValueError):
     "A problem with the user's text or cache, explained in one line."
+
+class CacheDamaged(DataError):
+    "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
 
 def find_text_files(path: str | Path = "data", # a .txt file, or a folder searched recursively for .txt files
                    ) -> list[Path]:            # the files, sorted by path
@@ -122,6 +125,11 @@ class TokenData:
         if tokenizer is not None and meta["tokenizer"] != tokenizer_fingerprint(tokenizer):
             raise DataError(f"{path} was written by another tokenizer (fingerprint {meta['tokenizer']}, this one is "
                             f"{tokenizer_fingerprint(tokenizer)}): prepare the data again with this tokenizer")
+        for s in ("train", "val"):                     # a cut-short file would silently lose tokens
+            size, expected = (path / f"{s}.bin").stat().st_size, meta[f"{s}_tokens"] * np.dtype(meta["dtype"]).itemsize
+            if size != expected:
+                raise CacheDamaged(f"{path / f'{s}.bin'} is {size:,} bytes, its meta.json says {expected:,}: "
+                                   f"the cache is damaged; delete it and prepare again")
         train, val = (np.memmap(path / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val"))
         return cls(path, meta, train, val)
 
@@ -168,15 +176,24 @@ def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them,
     "Tokenize a corpus into a train/validation token cache on disk, or reuse the cache if it exists."
     if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     files = data if isinstance(data, list) else find_text_files(data)
+    stamps = lambda: [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    before = stamps()
     key = hashlib.sha256(f"{CACHE_FORMAT}|{corpus_fingerprint(files)}|{tokenizer_fingerprint(tokenizer)}|"
                          f"{val_fraction}".encode()).hexdigest()[:16]
     final = Path(cache_dir) / f"tokens-{key}"
-    if (final / "meta.json").is_file(): return TokenData.load(final, tokenizer)
+    if (final / "meta.json").is_file():
+        try: return TokenData.load(final, tokenizer)
+        except CacheDamaged: shutil.rmtree(final)    # e.g. cut short by a full disk: tokenize again
 
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
         meta = _tokenize_to(tmp, files, tokenizer, val_fraction, chunk_bytes, progress)
+        try: after = stamps()
+        except OSError: after = []             # a file was deleted
+        if after != before:                    # the cache would not match its own fingerprint
+            changed = next((f for f, a, b in zip(files, before, after) if a != b), files[-1])
+            raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
         meta.update(key=key, files=[str(f) for f in files[:100]], n_files=len(files))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try: tmp.rename(final)                 # atomic: the cache appears complete or not at all

@@ -25,7 +25,8 @@ from .attention import CausalSelfAttention, KVCache
 
 # %% auto #0
 __all__ = ['POS_SCALE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'sinusoidal_table', 'MLP', 'Block', 'GPT', 'param_table',
-           'write_model_files', 'save_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
+           'fsync_path', 'write_model_files', 'save_checkpoint', 'recover_checkpoint', 'load_checkpoint', 'to_hf',
+           'export_hf', 'from_hf']
 
 # %% ../nbs/02_model.ipynb #09a76fdb
 @dataclass
@@ -191,6 +192,12 @@ def param_table(model: GPT) -> dict[str, int]:
 # %% ../nbs/02_model.ipynb #11528214
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
+def fsync_path(path: str | Path):
+    "Flush a file's bytes, or a directory's entries (new names, renames), from the OS cache to the disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
 def write_model_files(model: GPT, directory: str | Path):
     "Write config.json and model.safetensors into `directory`, each to a temporary file renamed into place."
     directory = Path(directory)
@@ -199,15 +206,22 @@ def write_model_files(model: GPT, directory: str | Path):
     for name, write in [(CONFIG_NAME, lambda p: p.write_text(config)),
                         (WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))]:  # lm_head is tied
         tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        write(tmp)
-        os.replace(tmp, directory / name)
+        try:
+            write(tmp)
+            fsync_path(tmp)                        # the bytes are on disk before the name points at them
+            os.replace(tmp, directory / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fsync_path(directory)
 
 def save_checkpoint(path: str | Path,            # the checkpoint directory to (re)place
                     model: GPT,
                     tokenizer=None,               # a Hugging Face tokenizer, saved alongside
                     write_extra: Callable[[Path], None] | None = None, # writes more files into the directory
                    ) -> Path:
-    "Write a checkpoint directory atomically: config.json, model.safetensors, tokenizer files, extras."
+    """Write a checkpoint directory atomically: config.json, model.safetensors, tokenizer files, extras.
+    A crash at any point leaves either the old or the new checkpoint, possibly under a temporary name that
+    `recover_checkpoint` puts back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -216,13 +230,33 @@ def save_checkpoint(path: str | Path,            # the checkpoint directory to (
         write_model_files(model, tmp)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         if write_extra is not None: write_extra(tmp)
+        for f in tmp.iterdir(): fsync_path(f)
+        fsync_path(tmp)                            # tmp/ is complete and on disk: only now may it replace path/
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        if path.exists(): os.rename(path, old)     # the new checkpoint is complete: swap it in
+        if path.exists(): os.rename(path, old)     # a crash here leaves old/ and a complete tmp/: recoverable
         os.rename(tmp, path)
+        fsync_path(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+def recover_checkpoint(path: str | Path) -> str | None:
+    """After a crash inside `save_checkpoint(path)`: put back the checkpoint its temporary folders hold, and remove
+    the rest. Returns what was done, or None when there was nothing to do."""
+    path = Path(path)
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    tmps = sorted(path.parent.glob(f".{path.name}.tmp-*"), key=lambda p: p.stat().st_mtime)
+    done = None
+    if not path.exists() and olds:
+        # path/ was renamed to old/ only once a tmp/ was complete and on disk: roll forward to the newest tmp/,
+        # or back to old/ if the crash came after tmp/ was renamed away (not possible while path/ is missing).
+        src = tmps[-1] if tmps else olds[-1]
+        os.rename(src, path); fsync_path(path.parent)
+        done = f"recovered {path} from {src.name}"
+    for p in olds + tmps:                          # incomplete new copies, or old copies already replaced
+        if p.exists(): shutil.rmtree(p, ignore_errors=True)
+    return done
 
 def load_checkpoint(path: str | Path,              # a directory written by `save_checkpoint`
                     device: str | torch.device = "cpu",

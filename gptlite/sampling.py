@@ -481,6 +481,7 @@ def latest_checkpoint(root: str | Path = "saved_models") -> Path:
     "The most recently written checkpoint directory under `root` (a run directory holds its best model)."
     root = Path(root)
     found = [p.parent for p in root.glob("**/" + WEIGHTS_NAME) if (p.parent / CONFIG_NAME).is_file()] if root.is_dir() else []
+    found = [d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)]  # half-written
     found = [d for d in found if not (d.name == "last" and (d.parent / WEIGHTS_NAME).is_file())]  # a run's best, not last/
     if not found: raise FileNotFoundError(f"no checkpoint under {root}/: train one with `gptlite-train`, or pass --checkpoint DIR")
     return max(found, key=lambda d: (d / WEIGHTS_NAME).stat().st_mtime)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -24,14 +25,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import CLIParser, DataError, TokenData, prepare
-from .model import GPT, GPTConfig, load_checkpoint, save_checkpoint, write_model_files
+from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpoint, save_checkpoint,
+                           write_model_files)
 from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
 __all__ = ['PRESETS', 'NS_COEFFICIENTS', 'TrainConfig', 'make_config', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon',
            'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'estimate_loss',
-           'evaluate_split', 'sample_text', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError', 'train',
-           'plot_metrics', 'build_parser', 'main']
+           'evaluate_split', 'sample_text', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError',
+           'read_metrics', 'RunLock', 'train', 'plot_metrics', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -286,10 +288,36 @@ def set_rng_states(states: dict):
 class TrainingError(RuntimeError):
     "A run that cannot go on: a NaN loss, a resume that does not fit."
 
-def _read_metrics(path: Path, max_step: int) -> list[str]:
-    "Lines of metrics.jsonl up to `max_step` (a crashed run may have logged beyond its last checkpoint)."
+def read_metrics(path: str | Path,               # a run's metrics.jsonl
+                 max_step: int | None = None,    # only rows up to this step (a crashed run logged beyond its last checkpoint)
+                ) -> list[dict]:
+    """The rows of a run's metrics.jsonl. Every reader goes through here: a line is complete only with its newline,
+    so a torn last line (a crash mid-write, or a run still appending) is left out, never a JSON error."""
+    path = Path(path)
     if not path.is_file(): return []
-    return [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= max_step]
+    *complete, _torn = path.read_text(encoding="utf-8").split("\n")   # the part after the last newline: unfinished
+    rows = [json.loads(l) for l in complete if l.strip()]
+    return [r for r in rows if max_step is None or r["step"] <= max_step]
+
+class RunLock:
+    """An exclusive lock on a run directory for the length of a run: a second `gptlite-train` on the same `--out`
+    stops with a one-line error instead of both writing the same files. (POSIX `flock`; elsewhere no lock.)"""
+    def __init__(self, out: Path): self.path, self.file = Path(out) / ".lock", None
+    def __enter__(self):
+        try: import fcntl
+        except ImportError: return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try: fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0); holder = self.file.read().strip() or "?"
+            self.file.close(); self.file = None
+            raise TrainingError(f"{self.path.parent} is in use by another training run (pid {holder}): wait for it "
+                                f"to finish, or choose another --out") from None
+        self.file.truncate(0); self.file.write(str(os.getpid())); self.file.flush()
+        return self
+    def __exit__(self, *exc):
+        if self.file: self.file.close()          # closing releases the lock
 
 def _dist_info():
     "(rank, world_size, local_rank) from torchrun's environment."
@@ -304,6 +332,15 @@ def train(cfg: TrainConfig,                    # the run's settings
          ) -> dict:
     "Train a GPT on `data`, writing checkpoints and metrics to `out`; returns a summary."
     out = Path(out)
+    if _dist_info()[0] != 0: return _train(cfg, data, out, resume, progress, stop_after)   # rank 0 owns the folder
+    with RunLock(out):
+        recovered = recover_checkpoint(out / "last")      # a crash in the middle of the last save
+        if recovered and progress: print(recovered, flush=True)
+        for stale in out.glob(".*.tmp*"):                 # a file a crash left half-written (we hold the lock)
+            if stale.is_file(): stale.unlink()
+        return _train(cfg, data, out, resume, progress, stop_after)
+
+def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop_after: int | None) -> dict:
     rank, world, local_rank = _dist_info()
     distributed = world > 1
     device = pick_device(cfg.device)
@@ -340,7 +377,7 @@ def train(cfg: TrainConfig,                    # the run's settings
         optimizer.load_state_dict(state["optimizer"])
         step, best_val, elapsed_before = state["step"], state["best_val"], state["elapsed_s"]
         set_rng_states(state["rng"])
-        metrics_lines = _read_metrics(out / "metrics.jsonl", step)
+        metrics_lines = [json.dumps(r) for r in read_metrics(out / "metrics.jsonl", step)]
         log(f"resuming from step {step} (best validation loss {best_val:.4f})")
     model.train()
     train_model = torch.compile(model) if cfg.compile else model
@@ -355,7 +392,9 @@ def train(cfg: TrainConfig,                    # the run's settings
     metrics_path = out / "metrics.jsonl"
     if master:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        metrics_path.write_text("".join(l + "\n" for l in metrics_lines))
+        tmp_metrics = out / ".metrics.jsonl.tmp"   # rewritten whole (a resume drops rows past its checkpoint): atomically
+        tmp_metrics.write_text("".join(l + "\n" for l in metrics_lines)); fsync_path(tmp_metrics)
+        os.replace(tmp_metrics, metrics_path)
     start_time = time.time()
     elapsed = lambda: elapsed_before + time.time() - start_time
     tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.max_length * world
@@ -363,9 +402,11 @@ def train(cfg: TrainConfig,                    # the run's settings
         p = step / cfg.max_iters
         return max(p, elapsed() / cfg.time_budget) if cfg.time_budget else p
 
-    def write_metrics(**m):
+    def write_metrics(sync=False, **m):
         if master:
-            with open(metrics_path, "a") as f: f.write(json.dumps(m) + "\n")
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(m) + "\n")            # one write per line: a reader sees it whole or not at all
+                if sync: f.flush(); os.fsync(f.fileno())
 
     def evaluate_and_save():
         nonlocal best_val
@@ -376,9 +417,11 @@ def train(cfg: TrainConfig,                    # the run's settings
         if master:
             improved = val < best_val
             best_val = min(best_val, val)
-            save_checkpoint(out / "last", model, tok, write_extra=save_state)
+            # the order is the crash story: the best model, then its metrics line, then last/, the commit point
+            # that a resume starts from (a crash before it replays these steps and writes the same files again)
             if improved: write_model_files(model, out)   # the run directory holds the best model
-            write_metrics(**m)
+            write_metrics(sync=True, **m)
+            save_checkpoint(out / "last", model, tok, write_extra=save_state)
             sample = sample_text(model, tok, max_new_tokens=cfg.sample_tokens, device=device) if cfg.sample_tokens else ""
             log(f"step {step}: train loss {train_l:.4f}, val loss {val:.4f}, val ppl {math.exp(val):.2f}, "
                 f"val bits/byte {m['val_bpb']:.4f}{' (best)' if improved else ''}, lr {m['lr']:.2e}, "
@@ -387,7 +430,19 @@ def train(cfg: TrainConfig,                    # the run's settings
             model.train()
         return m
 
-    bar = tqdm(total=cfg.max_iters, initial=step, disable=not (progress and master), desc="training", unit="step")
+    precision = "fp32" if isinstance(ctx, nullcontext) else "bf16 autocast"
+    log(f"training {model.num_params() / 1e6:.2f} M parameters ({cfg.n_layers} layers, width {cfg.d_model}, context "
+        f"{cfg.max_length}, vocabulary {len(tok):,}) on {td.meta['train_tokens']:,} tokens; {device.type}, {precision}, "
+        f"{cfg.optimizer}, batch {cfg.batch_size}x{cfg.grad_accum}, lr {cfg.lr:g}; "
+        f"up to {cfg.max_iters:,} steps" + (f" or a budget of {cfg.time_budget:g} s" if cfg.time_budget else ""))
+    show = progress and master
+    if cfg.time_budget:      # the budget or the step limit, whichever ends the run first, is the bar's 100%
+        bar = tqdm(total=100, initial=round(100 * min(1.0, progress_frac())), disable=not show, desc="training",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} [{postfix}]")
+        advance = lambda: bar.update(100 * min(1.0, progress_frac()) - bar.n)
+    else:
+        bar = tqdm(total=cfg.max_iters, initial=step, disable=not show, desc="training", unit="step")
+        advance = lambda: bar.update(1)
     recent, t_log = [], time.time()
     while step < cfg.max_iters and not (cfg.time_budget and elapsed() >= cfg.time_budget):
         lr = lr_at(progress_frac(), step, cfg)
@@ -416,13 +471,15 @@ def train(cfg: TrainConfig,                    # the run's settings
             tok_s = len(recent) * tokens_per_step / max(1e-9, time.time() - t_log)
             write_metrics(step=step, tokens=step * tokens_per_step, elapsed_s=round(elapsed(), 3), lr=lr,
                           train_loss=float(np.mean(recent)), tokens_per_s=round(tok_s))
-            bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
+            bar.set_postfix(step=step, loss=f"{np.mean(recent):.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
             recent, t_log = [], time.time()
-        bar.update(1)
+        advance()
         if stop_after is not None and step >= stop_after: bar.close(); return dict(step=step)
         if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save()
     bar.close()
-    m = evaluate_and_save()
+    evals = [r for r in map(json.loads, metrics_lines) if "val_loss" in r]
+    finished = evals[-1] if evals and evals[-1]["step"] == step else None   # resumed after its final evaluation
+    m = finished or evaluate_and_save()
     summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")},
                    stopped_by="max_iters" if step >= cfg.max_iters else "time_budget")
     if master:
@@ -443,7 +500,7 @@ _RESUMABLE = {"max_iters", "time_budget", "eval_interval", "log_interval", "samp
 def plot_metrics(metrics_path: str | Path, png: str | Path | None = None):
     "Loss curves (train and validation) and validation bits per byte from metrics.jsonl; saved to `png` if given."
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in Path(metrics_path).read_text().splitlines() if l.strip()]
+    rows = read_metrics(metrics_path)
     logs = [r for r in rows if "val_loss" not in r]
     evals = [r for r in rows if "val_loss" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -472,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-                            help=f"(default from the preset; {f.name} = {f.default!r} in TrainConfig)")
+                            help=f"(default {getattr(make_config(), f.name)!r}: the cpu preset's)")
     return parser
 
 def main(argv: list[str] | None = None):
@@ -487,6 +544,10 @@ def main(argv: list[str] | None = None):
         summary = train(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
     except (DataError, TrainingError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"gptlite-train: error: {e}\n")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
+        parser.exit(2, f"gptlite-train: error: the disk is full (writing {e.filename or args.out}): the last complete "
+                       f"checkpoint in {args.out} is intact; free some space and add --resume\n")
     if "full_val_loss" in summary:
         print(f"final: val loss {summary['full_val_loss']:.4f}, val bits/byte {summary['full_val_bpb']:.4f} "
               f"(whole validation split, best checkpoint in {args.out})")

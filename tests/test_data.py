@@ -226,3 +226,26 @@ def test_large_vocab_uses_uint32(tmp_path):
     td = prepare_data(SAMPLE, big, cache_dir=tmp_path / "cache", progress=False)
     assert td.train.dtype == np.uint32 and td.meta["dtype"] == "uint32"
     assert big.decode(np.concatenate([td.train, td.val]).tolist()) == SAMPLE.read_text(encoding="utf-8") + EOT
+
+
+def test_a_truncated_cache_is_rebuilt(tok, tmp_path):
+    td = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)
+    expected = np.array(td.train)
+    with open(td.path / "train.bin", "r+b") as f: f.truncate(f.seek(0, 2) // 2)   # a crash or a full disk cut it short
+    with pytest.raises(DataError, match="the cache is damaged"): TokenData.load(td.path, tok)
+    again = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)   # noticed, and tokenized again
+    assert np.array_equal(np.array(again.train), expected)
+
+
+def test_a_file_that_changes_while_it_is_tokenized_is_a_clear_error(tok, tmp_path, monkeypatch):
+    import gptlite.data
+    path = write(tmp_path / "d" / "a.txt", SAMPLE.read_text(encoding="utf-8"))
+    real = gptlite.data._tokenize_to
+    def and_meanwhile(*a, **kw):
+        meta = real(*a, **kw)
+        with open(path, "a", encoding="utf-8") as f: f.write("one more line\n")   # another program appends
+        return meta
+    monkeypatch.setattr(gptlite.data, "_tokenize_to", and_meanwhile)
+    with pytest.raises(DataError, match="changed while it was being tokenized"):
+        prepare_data(tmp_path / "d", tok, cache_dir=tmp_path / "cache", progress=False)
+    assert not [p for p in (tmp_path / "cache").iterdir()]            # no cache that would not match its fingerprint

@@ -251,3 +251,13 @@ def test_int8_model_decodes_like_its_forward(model_tok):
         expected = q(idx[:, 11:], kv_cache=a)[0][0, -1]       # int8 quantizes each call's activations: compare one
     torch.testing.assert_close(Decoder(q).step(idx[0, 11:], b)[0], expected, atol=1e-4, rtol=1e-4)   # row with one row
     assert (q(idx)[0] - model(idx)[0]).abs().max() < 0.5                        # close to the float model
+
+
+def test_latest_checkpoint_ignores_half_written_dot_folders(run_dir, tmp_path):
+    import shutil
+    from gptlite.sampling import latest_checkpoint
+    root = tmp_path / "saved_models"
+    shutil.copytree(run_dir, root / "run")
+    shutil.copytree(run_dir / "last", root / "run" / ".last.tmp-crashed")    # newer, but a save's temporary folder
+    shutil.copytree(run_dir, root / ".hidden-run")
+    assert latest_checkpoint(root) == root / "run"

@@ -161,3 +161,74 @@ def test_ddp_two_cpu_ranks_then_resume_on_one(tmp_path):
     r = cli(*args, "--max-iters", "30", "--resume")
     assert r.returncode == 0, r.stderr
     assert metrics(run)[-1]["step"] == 30
+
+
+# --- a run loses nothing ---------------------------------------------------------------------------------------------
+import errno
+
+from gptlite.training import RunLock, read_metrics
+
+
+def test_read_metrics_ignores_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train_loss": 2.0}\n{"step": 2, "val_loss": 1.5}\n{"step": 3, "tra')  # a crash mid-line
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    assert [r["step"] for r in read_metrics(path, max_step=1)] == [1]
+    assert read_metrics(tmp_path / "none.jsonl") == []
+
+
+def test_a_second_run_on_the_same_out_is_a_one_line_error(tmp_path, capsys):
+    with RunLock(tmp_path / "run"):                                   # another run holds the folder
+        code, _, err = run_main(main, ["--data", str(SAMPLE), "--out", str(tmp_path / "run"), *TINY_ARGS,
+                                       "--max-iters", "3", "--quiet"], capsys)
+    assert code == 2 and "is in use by another training run" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "run" / "last").exists()
+    assert run_main(main, ["--data", str(SAMPLE), "--out", str(tmp_path / "run"), *TINY_ARGS, "--max-iters", "3",
+                           "--eval-interval", "3", "--quiet"], capsys)[0] == 0   # released: the folder is free again
+
+
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch):
+    args = ["--data", str(SAMPLE), "--out", str(tmp_path / "run"), *TINY_ARGS, "--eval-interval", "5", "--quiet"]
+    assert run_main(main, [*args, "--max-iters", "5"], capsys)[0] == 0
+    before = weights(tmp_path / "run" / "last")
+    import gptlite.model
+    def full(*a, **kw): raise OSError(errno.ENOSPC, "No space left on device", str(a[1]) if len(a) > 1 else None)
+    monkeypatch.setattr(gptlite.model, "save_file", full)
+    code, _, err = run_main(main, [*args, "--max-iters", "10", "--resume"], capsys)
+    assert code == 2 and "the disk is full" in err and "--resume" in err and err.strip().count("\n") == 0, err
+    after = weights(tmp_path / "run" / "last")                        # the last complete checkpoint is intact
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.load(tmp_path / "run" / "last" / "training_state.pt", weights_only=True)["step"] == 5
+    assert not [p.name for p in (tmp_path / "run").iterdir() if ".tmp" in p.name or ".old" in p.name]
+
+
+def test_progress_counts_the_budget_and_one_start_line_names_the_run(tmp_path, capsys):
+    cfg = make_config(**TINY, max_iters=1_000_000, time_budget=1, eval_interval=10_000)
+    train(cfg, SAMPLE, tmp_path / "run")
+    out, err = capsys.readouterr()
+    start = [l for l in out.splitlines() if l.startswith("training ")]
+    assert len(start) == 1 and "M parameters" in start[0] and "tokens" in start[0] and "a budget of 1 s" in start[0]
+    assert "100%" in err and "/1000000" not in err                    # the bar counts the budget, not 10^6 steps
+
+
+def test_help_shows_the_defaults_that_apply(capsys):
+    code, out, _ = run_main(main, ["--help"], capsys)
+    defaults = make_config()
+    assert code == 0 and f"(default {defaults.optimizer!r}" in out and f"(default {defaults.vocab_size!r}" in out
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_write_point_then_restart_equals_a_run_never_killed(tmp_path):
+    # tests/crash_points.py kills a run (os._exit: no cleanup) just before each os.replace / os.rename / os.fsync of
+    # its saves, in turn, restarts it, and compares the files with a run never killed.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SAMPLE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    r = subprocess.run([sys.executable, str(Path(__file__).parent / "crash_points.py"), str(corpus), str(tmp_path)],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    points = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(points) == points[0]["of"] >= 20                       # every write point of two saves, and more
+    assert all(p["killed"] == 9 and p["restarted"] == 0 for p in points), points
+    assert [p["point"] for p in points if not p["same"]] == []        # each restart ends exactly like the unkilled run
+    assert [p for p in points if p["leftovers"]] == []                # and leaves no temporary files behind
+    assert any(p["resumable"] for p in points) and any(not p["resumable"] for p in points)
