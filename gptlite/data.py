@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import uuid
 import warnings
@@ -303,7 +304,8 @@ def prepare(data: str | Path = "data",               # a .txt file or a folder o
                             f"use another output folder or the same vocab_size")
     else:
         start = time.time()
-        tok = train_tokenizer(training_text(files, val_fraction), vocab_size, show_progress=progress)
+        tok = train_tokenizer(training_text(files, val_fraction), vocab_size,
+                              show_progress=progress and sys.stdout.isatty())   # in a notebook it prints blank lines
         # The tokenizer may have fewer than `vocab_size` tokens: merges stop when no pair occurs twice.
         info = dict(vocab_size=vocab_size, n_tokens=len(tok), seconds=round(time.time() - start, 3),
                     corpus_bytes=sum(f.stat().st_size for f in files))
