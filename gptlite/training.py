@@ -31,9 +31,9 @@ from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
 __all__ = ['PRESETS', 'NS_COEFFICIENTS', 'TrainConfig', 'make_config', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon',
-           'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'estimate_loss',
-           'evaluate_split', 'sample_text', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError',
-           'read_metrics', 'RunLock', 'train', 'plot_metrics', 'build_parser', 'main']
+           'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision',
+           'estimate_loss', 'evaluate_split', 'sample_text', 'step_seed', 'rng_states', 'set_rng_states',
+           'TrainingError', 'read_metrics', 'RunLock', 'train', 'plot_metrics', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -214,9 +214,31 @@ def fast_bf16(device: torch.device) -> bool:
     return False
 
 def autocast_for(device: torch.device, dtype: str):
-    "A bf16 autocast context when asked for (or 'auto' and fast), else a no-op context."
+    "A bf16 autocast context for 'bf16' (or 'auto' where bf16 matmuls are fast), else a no-op context."
     use = dtype == "bf16" or (dtype == "auto" and fast_bf16(device))
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+def step_seconds(model: GPT,                   # the model to be trained (its weights are not changed)
+                 batch_size: int, block_size: int, device: torch.device,
+                 reps: int = 3,                 # timed steps per precision, after one warm-up step each
+                ) -> dict[str, float]:
+    "Median seconds of one forward and backward pass of `model` in fp32 and under bf16 autocast, interleaved."
+    x = torch.randint(0, model.config.vocab_size, (batch_size, block_size), device=device)
+    times = {"fp32": [], "bf16": []}
+    for i in range(reps + 1):
+        for name in times:                       # interleaved: a machine that changes speed affects both alike
+            if device.type == "cuda": torch.cuda.synchronize()
+            t = time.perf_counter()
+            with autocast_for(device, name): _, loss = model(x, x)
+            loss.backward()
+            if device.type == "cuda": torch.cuda.synchronize()
+            if i: times[name].append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+def pick_precision(seconds: dict[str, float], margin: float = 1.1) -> str:
+    "'bf16' when its measured step is at least `margin` times faster than fp32's, else 'fp32'."
+    return "bf16" if seconds["fp32"] >= margin * seconds["bf16"] else "fp32"
 
 # %% ../nbs/04_training.ipynb #a376a86a
 @torch.no_grad()
@@ -382,12 +404,23 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     model.train()
     train_model = torch.compile(model) if cfg.compile else model
     if distributed: train_model = torch.nn.parallel.DistributedDataParallel(train_model)
-    ctx = autocast_for(device, cfg.dtype)
+    # precision: asked for, or measured on this model and machine (a flag that says "bf16 is fast" is not enough:
+    # at small widths the casts cost more than the faster matmuls save); a resumed run keeps its first choice
+    measured = None
+    if cfg.dtype != "auto": precision = cfg.dtype
+    elif resume and state.get("precision"): precision = state["precision"]
+    elif device.type == "mps": precision = "fp32"
+    else:
+        measured = step_seconds(model, cfg.batch_size, cfg.max_length, device)
+        precision = pick_precision(measured)
+        if distributed:                          # every rank must run the same arithmetic: rank 0's choice
+            choice = [precision]; torch.distributed.broadcast_object_list(choice, src=0); precision = choice[0]
+    ctx = autocast_for(device, precision)
 
     def save_state(path: Path):
         torch.save({"step": step, "best_val": best_val, "elapsed_s": elapsed(), "optimizer": optimizer.state_dict(),
                     "rng": rng_states(), "tokenizer": tokenizer_fingerprint(tok),
-                    "train_config": dataclasses.asdict(cfg)}, path / "training_state.pt")
+                    "train_config": dataclasses.asdict(cfg), "precision": precision}, path / "training_state.pt")
 
     metrics_path = out / "metrics.jsonl"
     if master:
@@ -430,9 +463,9 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
             model.train()
         return m
 
-    precision = "fp32" if isinstance(ctx, nullcontext) else "bf16 autocast"
+    why = f" (a step: fp32 {measured['fp32'] * 1e3:.0f} ms, bf16 {measured['bf16'] * 1e3:.0f} ms)" if measured else ""
     log(f"training {model.num_params() / 1e6:.2f} M parameters ({cfg.n_layers} layers, width {cfg.d_model}, context "
-        f"{cfg.max_length}, vocabulary {len(tok):,}) on {td.meta['train_tokens']:,} tokens; {device.type}, {precision}, "
+        f"{cfg.max_length}, vocabulary {len(tok):,}) on {td.meta['train_tokens']:,} tokens; {device.type}, {precision}{why}, "
         f"{cfg.optimizer}, batch {cfg.batch_size}x{cfg.grad_accum}, lr {cfg.lr:g}; "
         f"up to {cfg.max_iters:,} steps" + (f" or a budget of {cfg.time_budget:g} s" if cfg.time_budget else ""))
     show = progress and master
@@ -481,7 +514,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     finished = evals[-1] if evals and evals[-1]["step"] == step else None   # resumed after its final evaluation
     m = finished or evaluate_and_save()
     summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")},
-                   stopped_by="max_iters" if step >= cfg.max_iters else "time_budget")
+                   stopped_by="max_iters" if step >= cfg.max_iters else "time_budget", precision=precision)
     if master:
         best, _ = load_checkpoint(out, device=device, with_tokenizer=False)
         full = evaluate_split(best, td, "val", cfg.max_length, cfg.batch_size, ctx, device)

@@ -18,7 +18,7 @@ from gptlite.training import make_config, read_metrics, train
 
 DATA, ROOT = sys.argv[1], Path(sys.argv[2])
 CFG = make_config(n_layers=1, d_model=32, n_heads=2, max_length=32, batch_size=4, vocab_size=300, eval_iters=2,
-                  sample_tokens=0, warmup_iters=2, log_interval=5, dropout=0.1, max_iters=10, eval_interval=5,
+                  sample_tokens=0, warmup_iters=2, log_interval=5, dropout=0.1, max_iters=10, eval_interval=5, dtype="fp32",
                   time_budget=0)
 WRITE_POINTS = [(os, "replace"), (os, "rename"), (os, "fsync")]
 

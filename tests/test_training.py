@@ -1,4 +1,5 @@
 "Training tests: exact resume (in-process and after kill -9), time budget, bad input, NaN loss, DDP on 2 CPU ranks."
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from gptlite.training import main, make_config, train
 
 from conftest import SAMPLE, run_main
 
-TINY = dict(n_layers=1, d_model=32, n_heads=2, max_length=32, batch_size=4, vocab_size=300, eval_iters=2,
+TINY = dict(n_layers=1, d_model=32, n_heads=2, max_length=32, batch_size=4, vocab_size=300, eval_iters=2, dtype="fp32",
             sample_tokens=0, warmup_iters=5, log_interval=5, dropout=0.1)
 TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -232,3 +233,17 @@ def test_a_kill_at_every_write_point_then_restart_equals_a_run_never_killed(tmp_
     assert [p["point"] for p in points if not p["same"]] == []        # each restart ends exactly like the unkilled run
     assert [p for p in points if p["leftovers"]] == []                # and leaves no temporary files behind
     assert any(p["resumable"] for p in points) and any(not p["resumable"] for p in points)
+
+
+def test_auto_precision_is_measured_recorded_and_kept_on_resume(tmp_path, monkeypatch):
+    import gptlite.training
+    from gptlite.training import pick_precision
+    assert pick_precision({"fp32": 1.0, "bf16": 0.8}) == "bf16" and pick_precision({"fp32": 1.0, "bf16": 0.95}) == "fp32"
+    cfg = make_config(**{**TINY, "dtype": "auto"}, max_iters=10, eval_interval=5)
+    summary = train(cfg, SAMPLE, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "last" / "training_state.pt", weights_only=True)
+    assert summary["precision"] in ("fp32", "bf16") and state["precision"] == summary["precision"]
+    def no_second_measurement(*a, **kw): raise AssertionError("a resumed run must keep its first choice")
+    monkeypatch.setattr(gptlite.training, "step_seconds", no_second_measurement)
+    again = train(dataclasses.replace(cfg, max_iters=15), SAMPLE, tmp_path / "run", progress=False, resume=True)
+    assert again["precision"] == summary["precision"]
