@@ -401,11 +401,9 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
         set_rng_states(state["rng"])
         metrics_lines = [json.dumps(r) for r in read_metrics(out / "metrics.jsonl", step)]
         log(f"resuming from step {step} (best validation loss {best_val:.4f})")
-    model.train()
-    train_model = torch.compile(model) if cfg.compile else model
-    if distributed: train_model = torch.nn.parallel.DistributedDataParallel(train_model)
     # precision: asked for, or measured on this model and machine (a flag that says "bf16 is fast" is not enough:
-    # at small widths the casts cost more than the faster matmuls save); a resumed run keeps its first choice
+    # at small widths the casts cost more than the faster matmuls save); a resumed run keeps its first choice.
+    # Measured before DDP wraps the model, whose gradient hooks would take the timing steps for training steps.
     measured = None
     if cfg.dtype != "auto": precision = cfg.dtype
     elif resume and state.get("precision"): precision = state["precision"]
@@ -416,6 +414,9 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
         if distributed:                          # every rank must run the same arithmetic: rank 0's choice
             choice = [precision]; torch.distributed.broadcast_object_list(choice, src=0); precision = choice[0]
     ctx = autocast_for(device, precision)
+    model.train()
+    train_model = torch.compile(model) if cfg.compile else model
+    if distributed: train_model = torch.nn.parallel.DistributedDataParallel(train_model)
 
     def save_state(path: Path):
         torch.save({"step": step, "best_val": best_val, "elapsed_s": elapsed(), "optimizer": optimizer.state_dict(),
