@@ -9,6 +9,8 @@ children start warm, and forking a process with no thread pool is safe), and com
 import hashlib, json, os, sys
 from pathlib import Path
 
+os.environ["TOKENIZERS_PARALLELISM"] = "false"   # its thread pool, once started here, would deadlock forked children
+
 import matplotlib.pyplot  # noqa: F401  imported once, before any fork, rather than in every child
 from transformers import PreTrainedTokenizerFast  # noqa: F401
 

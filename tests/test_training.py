@@ -225,7 +225,8 @@ def test_a_kill_at_every_write_point_then_restart_equals_a_run_never_killed(tmp_
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(SAMPLE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
     r = subprocess.run([sys.executable, str(Path(__file__).parent / "crash_points.py"), str(corpus), str(tmp_path)],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false"})
     assert r.returncode == 0, r.stderr[-3000:]
     points = [json.loads(l) for l in r.stdout.splitlines()]
     assert len(points) == points[0]["of"] >= 20                       # every write point of two saves, and more
