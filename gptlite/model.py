@@ -230,7 +230,8 @@ def save_checkpoint(path: str | Path,            # the checkpoint directory to (
         write_model_files(model, tmp)
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         if write_extra is not None: write_extra(tmp)
-        for f in tmp.iterdir(): fsync_path(f)
+        for f in tmp.iterdir():                    # write_model_files flushed its own two files already
+            if f.name not in (CONFIG_NAME, WEIGHTS_NAME): fsync_path(f)
         fsync_path(tmp)                            # tmp/ is complete and on disk: only now may it replace path/
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
         if path.exists(): os.rename(path, old)     # a crash here leaves old/ and a complete tmp/: recoverable

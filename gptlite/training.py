@@ -384,7 +384,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model_config(len(tok))).to(device)
     optimizer = make_optimizer(model, cfg, device.type)
-    step, best_val, metrics_lines, elapsed_before = 0, float("inf"), [], 0.0
+    step, best_val, metrics_rows, elapsed_before = 0, float("inf"), [], 0.0
     if resume:
         state = torch.load(out / "last" / "training_state.pt", weights_only=True)
         saved_cfg = {k: v for k, v in state["train_config"].items() if k not in _RESUMABLE}
@@ -399,7 +399,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
         optimizer.load_state_dict(state["optimizer"])
         step, best_val, elapsed_before = state["step"], state["best_val"], state["elapsed_s"]
         set_rng_states(state["rng"])
-        metrics_lines = [json.dumps(r) for r in read_metrics(out / "metrics.jsonl", step)]
+        metrics_rows = read_metrics(out / "metrics.jsonl", step)
         log(f"resuming from step {step} (best validation loss {best_val:.4f})")
     # precision: asked for, or measured on this model and machine (a flag that says "bf16 is fast" is not enough:
     # at small widths the casts cost more than the faster matmuls save); a resumed run keeps its first choice.
@@ -427,7 +427,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     if master:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         tmp_metrics = out / ".metrics.jsonl.tmp"   # rewritten whole (a resume drops rows past its checkpoint): atomically
-        tmp_metrics.write_text("".join(l + "\n" for l in metrics_lines)); fsync_path(tmp_metrics)
+        tmp_metrics.write_text("".join(json.dumps(r) + "\n" for r in metrics_rows)); fsync_path(tmp_metrics)
         os.replace(tmp_metrics, metrics_path)
     start_time = time.time()
     elapsed = lambda: elapsed_before + time.time() - start_time
@@ -442,8 +442,12 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
                 f.write(json.dumps(m) + "\n")            # one write per line: a reader sees it whole or not at all
                 if sync: f.flush(); os.fsync(f.fileno())
 
+    # the last evaluation: a run never evaluates the same step twice (a budget that ends on an evaluation step, or a
+    # resume of a run that had already finished)
+    last_eval = next((r for r in reversed(metrics_rows) if "val_loss" in r), None)
+
     def evaluate_and_save():
-        nonlocal best_val
+        nonlocal best_val, last_eval
         val = estimate_loss(model, td, cfg, "val", ctx, device)
         train_l = estimate_loss(model, td, cfg, "train", ctx, device)
         m = dict(step=step, tokens=step * tokens_per_step, elapsed_s=round(elapsed(), 3), lr=lr_at(progress_frac(), step, cfg),
@@ -462,6 +466,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
                 f"{elapsed():.0f}s elapsed")
             if sample: log(f"Sample generation: {sample!r}")
             model.train()
+        last_eval = m
         return m
 
     why = f" (a step: fp32 {measured['fp32'] * 1e3:.0f} ms, bf16 {measured['bf16'] * 1e3:.0f} ms)" if measured else ""
@@ -511,9 +516,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
         if stop_after is not None and step >= stop_after: bar.close(); return dict(step=step)
         if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save()
     bar.close()
-    evals = [r for r in map(json.loads, metrics_lines) if "val_loss" in r]
-    finished = evals[-1] if evals and evals[-1]["step"] == step else None   # resumed after its final evaluation
-    m = finished or evaluate_and_save()
+    m = last_eval if last_eval and last_eval["step"] == step else evaluate_and_save()
     summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")},
                    stopped_by="max_iters" if step >= cfg.max_iters else "time_budget", precision=precision)
     if master:
@@ -560,10 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="cpu", choices=list(PRESETS), help="starting settings (default: cpu)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    defaults = make_config()
     for f in fields(TrainConfig):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-                            help=f"(default {getattr(make_config(), f.name)!r}: the cpu preset's)")
+                            help=f"(default {getattr(defaults, f.name)!r}: the cpu preset's)")
     return parser
 
 def main(argv: list[str] | None = None):

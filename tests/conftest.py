@@ -28,21 +28,17 @@ def tok():
     return train_tokenizer(iter_text_chunks(SAMPLE), vocab_size=1000)
 
 
-def train_tiny(out: Path, **overrides) -> Path:
-    "A tiny checkpoint trained on data/sample.txt in seconds (2 layers, width 48), for tests that need a real run."
-    from gptlite.training import make_config, train
-    settings = dict(n_layers=2, d_model=48, n_heads=4, max_length=96, batch_size=4, max_iters=TINY_STEPS, warmup_iters=10,
-                    eval_interval=TINY_STEPS, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
-    train(make_config(**{**settings, **overrides}), SAMPLE, out, progress=False)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The session's one trained checkpoint: `runs/tiny`, a run directory (context 256 tokens, 120 steps, evaluated
-    every 40), alone in its `runs/` folder. Every test file that needs a trained model shares it, so treat it as
-    read-only: `copy_run` it to change it."""
-    return train_tiny(tmp_path_factory.mktemp("runs") / "tiny", max_length=TINY_CONTEXT, eval_interval=40)
+    """The session's one trained checkpoint: `runs/tiny`, a run directory (2 layers, width 48, context 256, 120 steps
+    on data/sample.txt, evaluated every 40: seconds to train), alone in its `runs/` folder. Every test file that needs
+    a trained model shares it, so treat it as read-only: `copy_run` it to change it."""
+    from gptlite.training import make_config, train
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = make_config(n_layers=2, d_model=48, n_heads=4, max_length=TINY_CONTEXT, batch_size=4, max_iters=TINY_STEPS,
+                      warmup_iters=10, eval_interval=40, eval_iters=2, vocab_size=500, sample_tokens=0, time_budget=0)
+    train(cfg, SAMPLE, out, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -46,10 +46,6 @@ class Served:
         except subprocess.TimeoutExpired: self.proc.kill()
 
 
-@pytest.fixture
-def run_dir(tiny_run): return tiny_run
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run):
     s = Served("--checkpoint", str(tiny_run), "--model-name", "tiny")
@@ -58,12 +54,8 @@ def server(tiny_run):
     s.stop()
 
 
-@pytest.fixture
-def model_tok(tiny_model): return tiny_model
-
-
-def test_health_model_tokenize_metrics(server, model_tok):
-    model, tok = model_tok
+def test_health_model_tokenize_metrics(server, tiny_model):
+    model, tok = tiny_model
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
     info = httpx.get(server.url + "/model").json()
     assert info["parameters"] == model.num_params() and info["config"]["max_length"] == TINY_CONTEXT
@@ -79,8 +71,8 @@ def test_health_model_tokenize_metrics(server, model_tok):
     assert httpx.get(server.url + "/docs").status_code == 200 and httpx.get(server.url + "/redoc").status_code == 200
 
 
-def test_generate_batch_and_stream_match_the_library(server, model_tok):
-    model, tok = model_tok
+def test_generate_batch_and_stream_match_the_library(server, tiny_model):
+    model, tok = tiny_model
     r = httpx.post(server.url + "/generate", json={"prompt": "The baker", "max_length": 20, "temperature": 0}).json()
     assert r["generated_text"] == generate(model, tok, "The baker", max_new_tokens=20, temperature=0)[0].text
     assert r["completion_tokens"] <= 20 and r["time_ms"] >= r["time_to_first_token_ms"] > 0
@@ -114,8 +106,8 @@ def test_bad_input_is_a_4xx_naming_the_field(server):
     assert r.status_code == 422
 
 
-def test_openai_client_completions_streaming_and_errors(server, model_tok):
-    model, tok = model_tok
+def test_openai_client_completions_streaming_and_errors(server, tiny_model):
+    model, tok = tiny_model
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list().data] == ["tiny"]
     c = client.completions.create(model="tiny", prompt="The baker", max_tokens=12, temperature=0)
@@ -142,8 +134,8 @@ def test_openai_client_completions_streaming_and_errors(server, model_tok):
 
 
 @pytest.mark.slow
-def test_api_key_required_except_health(run_dir):
-    s = Served("--checkpoint", str(run_dir), "--cors-origins", "http://app.example", env={"GPTLITE_API_KEY": "sekret"})
+def test_api_key_required_except_health(tiny_run):
+    s = Served("--checkpoint", str(tiny_run), "--cors-origins", "http://app.example", env={"GPTLITE_API_KEY": "sekret"})
     try:
         s.wait()                                                            # /health needs no key
         pre = httpx.options(s.url + "/generate", headers={"Origin": "http://app.example", "Access-Control-Request-Method":
@@ -162,8 +154,8 @@ def test_api_key_required_except_health(run_dir):
     finally: s.stop()
 
 
-def test_health_is_503_when_the_checkpoint_cannot_load(run_dir, tmp_path):
-    bad = copy_run(run_dir, tmp_path / "bad")
+def test_health_is_503_when_the_checkpoint_cannot_load(tiny_run, tmp_path):
+    bad = copy_run(tiny_run, tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"not a safetensors file")
     s = Served("--checkpoint", str(bad))
     try:
@@ -259,8 +251,8 @@ def test_schemathesis_no_5xx_and_responses_match_the_schema(case, server):
 
 
 @pytest.mark.slow
-def test_limits_queue_full_is_429_with_retry_after(run_dir):
-    s = Served("--checkpoint", str(run_dir), "--max-batch-size", "1", "--max-queue", "1", "--max-prompt-tokens", "20",
+def test_limits_queue_full_is_429_with_retry_after(tiny_run):
+    s = Served("--checkpoint", str(tiny_run), "--max-batch-size", "1", "--max-queue", "1", "--max-prompt-tokens", "20",
                "--max-new-tokens", "200", "--quantize", "int8")
     try:
         s.wait()

@@ -15,14 +15,10 @@ from gptlite.sampling import generate
 from conftest import ROOT, free_port
 
 
-@pytest.fixture
-def run_dir(tiny_run): return tiny_run
-
-
 @pytest.mark.slow
-def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(run_dir):
+def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(tiny_run):
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(run_dir), "GPTLITE_API_KEY": "k",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(tiny_run), "GPTLITE_API_KEY": "k",
            "GPTLITE_MAX_NEW_TOKENS": "50"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "gptlite.api:app", "-w", "2", "-k",
                              "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}", "--timeout", "120"],
@@ -36,7 +32,7 @@ def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(run_dir):
                 if httpx.get(url + "/health").status_code == 200: break
             except httpx.TransportError: pass
             time.sleep(0.2)
-        model, tok = load_checkpoint(run_dir)
+        model, tok = load_checkpoint(tiny_run)
         expected = generate(model, tok, "The baker", max_new_tokens=20, temperature=0)[0].text
         for _ in range(6):                                     # several requests: both workers answer the same
             for _ in range(300):                               # a worker still loading says 503: retry, as clients do

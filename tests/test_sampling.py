@@ -153,36 +153,28 @@ import sys
 from gptlite.sampling import generate, main, stream_generate
 
 
-@pytest.fixture
-def run_dir(tiny_run): return tiny_run
-
-
-@pytest.fixture
-def model_tok(tiny_model): return tiny_model
-
-
 PROMPTS = ["The", "In the morning, the baker opened", "", "She said: \u201cno\u201d, and"]
 
 
 @pytest.mark.parametrize("settings_", [dict(temperature=0), dict(temperature=0.9, top_k=20, seed=11),
                                        dict(temperature=1.2, top_p=0.9, repetition_penalty=1.3, seed=5)])
-def test_batch_equals_each_prompt_alone(model_tok, settings_):
-    model, tok = model_tok
+def test_batch_equals_each_prompt_alone(tiny_model, settings_):
+    model, tok = tiny_model
     batch = generate(model, tok, PROMPTS, max_new_tokens=25, **settings_)
     for b, prompt in enumerate(PROMPTS):
         alone = generate(model, tok, prompt, max_new_tokens=25, **{**settings_, "seed": settings_.get("seed", 0) + b})[0]
         assert (batch[b].text, batch[b].token_ids, batch[b].finish_reason) == (alone.text, alone.token_ids, alone.finish_reason)
 
 
-def test_seed_reproducible_and_seeds_differ(model_tok):
-    model, tok = model_tok
+def test_seed_reproducible_and_seeds_differ(tiny_model):
+    model, tok = tiny_model
     a = generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=1)[0].text
     assert a == generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=1)[0].text
     assert a != generate(model, tok, "The", max_new_tokens=30, temperature=1.0, seed=2)[0].text
 
 
-def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(model_tok):
-    model, tok = model_tok
+def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(tiny_model):
+    model, tok = tiny_model
     pieces = list(stream_generate(model, tok, "The baker", max_new_tokens=20, temperature=0.8, seed=3, top_logprobs=3))
     c = generate(model, tok, "The baker", max_new_tokens=20, temperature=0.8, seed=3)[0]
     assert "".join(p.text for p in pieces) == c.text and pieces[-1].finish_reason == c.finish_reason
@@ -196,17 +188,17 @@ def test_stream_pieces_join_to_the_completion_and_logprobs_are_consistent(model_
     assert [p.logprob for p in pieces] == pytest.approx(expected, abs=1e-4)   # the model's own log-probabilities
 
 
-def test_cli_streams_the_same_text_as_no_stream(run_dir, capsys):
-    args = ["--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "15", "--seed", "4", "--num-samples", "2"]
+def test_cli_streams_the_same_text_as_no_stream(tiny_run, capsys):
+    args = ["--checkpoint", str(tiny_run), "--prompt", "The baker", "--max-new-tokens", "15", "--seed", "4", "--num-samples", "2"]
     (code_a, a, err_a), (code_b, b, err_b) = run_main(main, args, capsys), run_main(main, [*args, "--no-stream"], capsys)
     assert code_a == 0 and code_b == 0, err_a + err_b
     assert a == b and a.count("--- sample") == 2
 
 
-def test_cli_interactive_quits_on_empty_line(run_dir):
+def test_cli_interactive_quits_on_empty_line(tiny_run):
     # The one real `gptlite-generate` process: a prompt, then an empty line to quit.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "gptlite.sampling", "--checkpoint", str(run_dir), "--interactive",
+    r = subprocess.run([sys.executable, "-m", "gptlite.sampling", "--checkpoint", str(tiny_run), "--interactive",
                         "--max-new-tokens", "5", "--seed", "0"], input="The\n\n", capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.count(">>> ") == 2, r.stderr
 
@@ -220,8 +212,8 @@ def test_cli_interactive_quits_on_empty_line(run_dir):
     (["--interactive", "--creative"], "cannot be used together"),
     (["--prompt", "word " * (TINY_CONTEXT + 50)], f"the model's context is {TINY_CONTEXT} tokens"),
 ])
-def test_cli_bad_input_exit_2(run_dir, args, message, capsys):
-    code, _, err = run_main(main, ["--checkpoint", str(run_dir), *args], capsys)
+def test_cli_bad_input_exit_2(tiny_run, args, message, capsys):
+    code, _, err = run_main(main, ["--checkpoint", str(tiny_run), *args], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -231,18 +223,18 @@ def test_cli_no_checkpoint_says_how_to_make_one(tmp_path, capsys, monkeypatch):
     assert code == 2 and "train one with `gptlite-train`" in err
 
 
-def test_cli_int8(run_dir, capsys):
-    code, out, err = run_main(main, ["--checkpoint", str(run_dir), "--prompt", "The baker", "--max-new-tokens", "10",
+def test_cli_int8(tiny_run, capsys):
+    code, out, err = run_main(main, ["--checkpoint", str(tiny_run), "--prompt", "The baker", "--max-new-tokens", "10",
                                      "--seed", "1", "--quantize", "int8"], capsys)
     assert code == 0 and out.startswith("The baker"), err
-    code, _, err = run_main(main, ["--checkpoint", str(run_dir), "--quantize", "int8", "--device", "meta"], capsys)
+    code, _, err = run_main(main, ["--checkpoint", str(tiny_run), "--quantize", "int8", "--device", "meta"], capsys)
     assert code == 2 and "CPU only" in err
 
 
-def test_int8_model_decodes_like_its_forward(model_tok):
+def test_int8_model_decodes_like_its_forward(tiny_model):
     from gptlite.sampling import Decoder, quantize_int8
     from gptlite.attention import SlotKVCache
-    model, tok = model_tok
+    model, tok = tiny_model
     q = quantize_int8(model)
     idx = torch.randint(0, 400, (1, 12))
     a, b = (SlotKVCache(model.config.n_layers, model.config.max_length, 1) for _ in range(2))
@@ -253,11 +245,11 @@ def test_int8_model_decodes_like_its_forward(model_tok):
     assert (q(idx)[0] - model(idx)[0]).abs().max() < 0.5                        # close to the float model
 
 
-def test_latest_checkpoint_ignores_half_written_dot_folders(run_dir, tmp_path):
+def test_latest_checkpoint_ignores_half_written_dot_folders(tiny_run, tmp_path):
     import shutil
     from gptlite.sampling import latest_checkpoint
     root = tmp_path / "saved_models"
-    shutil.copytree(run_dir, root / "run")
-    shutil.copytree(run_dir / "last", root / "run" / ".last.tmp-crashed")    # newer, but a save's temporary folder
-    shutil.copytree(run_dir, root / ".hidden-run")
+    shutil.copytree(tiny_run, root / "run")
+    shutil.copytree(tiny_run / "last", root / "run" / ".last.tmp-crashed")    # newer, but a save's temporary folder
+    shutil.copytree(tiny_run, root / ".hidden-run")
     assert latest_checkpoint(root) == root / "run"

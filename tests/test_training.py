@@ -248,3 +248,11 @@ def test_auto_precision_is_measured_recorded_and_kept_on_resume(tmp_path, monkey
     monkeypatch.setattr(gptlite.training, "step_seconds", no_second_measurement)
     again = train(dataclasses.replace(cfg, max_iters=15), SAMPLE, tmp_path / "run", progress=False, resume=True)
     assert again["precision"] == summary["precision"]
+
+
+def test_no_step_is_evaluated_twice(tmp_path):
+    # Evaluating every step, a budget always ends on an evaluation step: the final evaluation reuses it.
+    cfg = make_config(**TINY, max_iters=1_000_000, time_budget=1, eval_interval=1)
+    summary = train(cfg, SAMPLE, tmp_path / "run", progress=False)
+    evaluated = [r["step"] for r in metrics(tmp_path / "run") if "val_loss" in r]
+    assert len(evaluated) == len(set(evaluated)) and evaluated[-1] == summary["step"]
