@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "data" / "examples" / "tinyshakespeare.txt"
 
 
 def start_server(checkpoint: str, *args, env=None) -> tuple[subprocess.Popen, str]:
@@ -38,7 +38,7 @@ def make_checkpoint(path: Path):
     import torch
     from gptlite.model import GPT, GPTConfig, save_checkpoint
     from gptlite.tokenizer import train_tokenizer
-    text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "sample.txt").read_text()
+    text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "examples" / "sample.txt").read_text()
     tok = train_tokenizer([text], vocab_size=5000)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=len(tok), max_length=256, n_layers=2, n_heads=4, d_model=256, dropout=0.0))

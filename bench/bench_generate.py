@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "data" / "examples" / "tinyshakespeare.txt"
 CONFIGS = {"seed": dict(n_layers=2, n_heads=4, d_model=256), "small": dict(n_layers=6, n_heads=6, d_model=384)}
 
 
@@ -50,7 +50,7 @@ def main():
     from gptlite.sampling import generate, stream_generate, token_bytes_table
     from gptlite.tokenizer import EOT, train_tokenizer
 
-    text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "sample.txt").read_text()
+    text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "examples" / "sample.txt").read_text()
     tok = train_tokenizer([text], vocab_size=5000)
     V, eot = len(tok), tok.convert_tokens_to_ids(EOT)
     table = token_bytes_table(tok)

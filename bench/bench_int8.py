@@ -21,7 +21,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--checkpoint")
-    ap.add_argument("--data", default=str(ROOT / "data"))
+    ap.add_argument("--data", default=str(ROOT / "data" / "examples" / "sample.txt"))
     args = ap.parse_args()
     from gptlite.data import prepare_data
     from gptlite.model import GPT, GPTConfig, load_checkpoint
@@ -30,7 +30,7 @@ def main():
     from gptlite.training import evaluate_split
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"quantized engine {torch.backends.quantized.engine}", flush=True)
-    tok = train_tokenizer([(ROOT / "data" / "sample.txt").read_text()], vocab_size=5000)
+    tok = train_tokenizer([(ROOT / "data" / "examples" / "sample.txt").read_text()], vocab_size=5000)
     table = token_bytes_table(tok)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, len(tok), (16,), generator=g).tolist() for _ in range(8)]

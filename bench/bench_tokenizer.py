@@ -1,6 +1,6 @@
 """Tokenizer and data-pipeline benchmark.
 
-1. Tokenizer training time and bytes/token at vocab 5000 on data/sample.txt and ../shared/data/tinyshakespeare.txt.
+1. Tokenizer training time and bytes/token at vocab 5000 on data/examples/sample.txt and data/examples/tinyshakespeare.txt.
 2. Tokenization throughput and peak RSS on a synthetic corpus (default 100 MB, in 20 files), for
    gptlite's streaming `prepare_data` (which encodes with tiktoken, `fast_encoder`), the same with Hugging Face's
    encoder (`gptlite-hf`), and the plain Hugging Face way (`tokenizer(text)` on each whole file), interleaved and
@@ -12,7 +12,7 @@ import argparse, json, os, random, shutil, statistics, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE, SHAKESPEARE = ROOT / "data" / "sample.txt", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SAMPLE, SHAKESPEARE = ROOT / "data" / "examples" / "sample.txt", ROOT / "data" / "examples" / "tinyshakespeare.txt"
 
 
 def proc_status_mb(field):
@@ -52,7 +52,7 @@ def worker(mode, corpus, tokenizer_dir):
 
 
 def make_corpus(folder, mb, n_files=20):
-    "A synthetic corpus: paragraphs of data/sample.txt in random order, with random numbers mixed in."
+    "A synthetic corpus: paragraphs of data/examples/sample.txt in random order, with random numbers mixed in."
     rng = random.Random(0)
     paragraphs = [p for p in SAMPLE.read_text(encoding="utf-8").split("\n\n") if p.strip()]
     folder.mkdir(parents=True, exist_ok=True)

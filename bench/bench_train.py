@@ -1,4 +1,4 @@
-"""Quality per wall-clock: train on ../shared/data/tinyshakespeare.txt for a time budget and score the best checkpoint
+"""Quality per wall-clock: train on data/examples/tinyshakespeare.txt for a time budget and score the best checkpoint
 on the whole validation split (the last 10% of the file), in bits per byte, with the run's training tokens/s.
 
     python bench/bench_train.py --runs "preset=cpu-2min" "preset=cpu-2min,optimizer=adamw"
@@ -13,7 +13,7 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "data" / "examples" / "tinyshakespeare.txt"
 
 
 def parse(spec: str) -> dict:

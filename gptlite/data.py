@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'DataError', 'CacheDamaged', 'find_text_files', 'iter_text_chunks', 'bits_per_byte',
-           'corpus_fingerprint', 'TokenData', 'prepare_data', 'training_text', 'prepare', 'CLIParser', 'main']
+__all__ = ['EXAMPLES', 'DEFAULT_CORPUS', 'CACHE_FORMAT', 'DataError', 'CacheDamaged', 'find_text_files', 'default_data',
+           'iter_text_chunks', 'bits_per_byte', 'corpus_fingerprint', 'TokenData', 'prepare_data', 'training_text',
+           'prepare', 'CLIParser', 'main']
 
 # %% ../nbs/03_data.ipynb #7e355d36
 class DataError(ValueError):
@@ -37,9 +38,10 @@ class DataError(ValueError):
 class CacheDamaged(DataError):
     "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
 
-def find_text_files(path: str | Path = "data", # a .txt file, or a folder searched recursively for .txt files
+def find_text_files(path: str | Path | list[Path] = "data", # a .txt file, a folder searched recursively, or a list of files
                    ) -> list[Path]:            # the files, sorted by path
     "The `.txt` files under `path` (hidden folders skipped), in a stable order."
+    if isinstance(path, list): return [f for p in path for f in find_text_files(p)]
     path = Path(path)
     if path.is_file(): return [path]
     if not path.exists(): raise DataError(f"{path} does not exist: give a .txt file or a folder of them")
@@ -50,6 +52,28 @@ def find_text_files(path: str | Path = "data", # a .txt file, or a folder search
         what = "is empty" if not any(path.iterdir()) else "has no .txt files"
         raise DataError(f"{path} {what}: add UTF-8 .txt files (sub-folders are searched too)")
     return files
+
+# %% ../nbs/03_data.ipynb #082cbba5
+EXAMPLES = "examples"          # data/examples/: the corpora gptlite ships
+DEFAULT_CORPUS = "tinyshakespeare.txt"
+
+def default_data(root: str | Path = "data", # the project's data folder
+                ) -> tuple[list[Path], str]: # the files, and a line that says where they came from
+    "What to train on without `--data`: your `.txt` files under `root` outside `root/examples/`, else the shipped Tiny Shakespeare."
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}/ does not exist here: run from the project folder, or give --data a .txt file or folder")
+    yours = [p for p in root.rglob("*.txt") if p.is_file() and p.relative_to(root).parts[0] != EXAMPLES
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    if yours:
+        files = sorted(yours)
+        return files, f"your {len(files)} file(s) in {root}/ ({_size(sum(f.stat().st_size for f in files))})"
+    shipped = root / EXAMPLES / DEFAULT_CORPUS
+    if not shipped.is_file(): raise DataError(f"{root}/ has no .txt files: add yours, or give --data a .txt file or folder")
+    return [shipped], (f"{shipped} ({_size(shipped.stat().st_size)}, shipped with gptlite; "
+                       f"put your own .txt files in {root}/ to train on them)")
+
+def _size(n: int) -> str: return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{n} bytes"
 
 # %% ../nbs/03_data.ipynb #e46edbad
 def _cut_point(buf: bytes) -> int:
@@ -287,7 +311,7 @@ def training_text(files: list[Path], val_fraction: float = 0.1, chunk_bytes: int
             pos += len(raw)
 
 # %% ../nbs/03_data.ipynb #82946c80
-def prepare(data: str | Path = "data",               # a .txt file or a folder of them
+def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder of them, a list of files; None: `default_data()`
             out: str | Path = "saved_models/prepared", # where the tokenizer is kept (trained here if missing)
             vocab_size: int = 5000,                  # vocabulary size when a tokenizer is trained
             val_fraction: float = 0.1,               # the last fraction of the corpus kept for validation
@@ -295,7 +319,7 @@ def prepare(data: str | Path = "data",               # a .txt file or a folder o
             progress: bool = True,
            ):
     "Load or train the tokenizer in `out`, then tokenize `data` into a cached train/validation split."
-    files, out = find_text_files(data), Path(out)
+    files, out = find_text_files(data) if data is not None else default_data()[0], Path(out)
     if (out / "tokenizer.json").is_file():
         tok, info = load_tokenizer(out), json.loads((out / "tokenizer_training.json").read_text()) \
             if (out / "tokenizer_training.json").is_file() else {}
@@ -328,7 +352,8 @@ def main(argv: list[str] | None = None):
     "Command line: `gptlite-prepare --data data/ --out saved_models/prepared --vocab-size 5000`."
     parser = CLIParser(prog="gptlite-prepare", description="Train a tokenizer on your .txt files "
                                      "(unless the output folder has one) and cache the token ids for training.")
-    parser.add_argument("--data", default="data", help="a .txt file or a folder of them (default: data)")
+    parser.add_argument("--data", default=None, help="a .txt file or a folder of them (default: your .txt files in "
+                        "data/, or data/examples/tinyshakespeare.txt if there are none)")
     parser.add_argument("--out", default="saved_models/prepared", help="folder for the tokenizer and token cache")
     parser.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size (default: 5000)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction kept for validation (default: 0.1)")
@@ -337,7 +362,9 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        tok, td = prepare(args.data, args.out, args.vocab_size, args.val_fraction, args.cache_dir, not args.quiet)
+        files, source = default_data() if args.data is None else (find_text_files(args.data), args.data)
+        print(f"data: {source}", flush=True)
+        tok, td = prepare(files, args.out, args.vocab_size, args.val_fraction, args.cache_dir, not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"gptlite-prepare: error: {e}\n")
     m = td.meta

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import CLIParser, DataError, TokenData, prepare
+from .data import CLIParser, DataError, TokenData, default_data, find_text_files, prepare
 from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpoint, save_checkpoint,
                            write_model_files)
 from .tokenizer import tokenizer_fingerprint
@@ -346,7 +346,7 @@ def _dist_info():
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 def train(cfg: TrainConfig,                    # the run's settings
-          data: str | Path = "data",           # a .txt file or folder of them
+          data: str | Path | None = None,      # a .txt file or folder of them; None: `default_data()`
           out: str | Path = "saved_models/run",# the run directory
           resume: bool = False,                # continue from out/last
           progress: bool = True,               # progress bar and log lines
@@ -376,9 +376,11 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     # data and tokenizer: the tokenizer lives in the run directory (trained on `data` the first time)
     if resume and not (out / "last" / "training_state.pt").is_file():
         raise TrainingError(f"--resume: no checkpoint to resume in {out / 'last'}; train without --resume first")
-    if master: tok, td = prepare(data, out, cfg.vocab_size, cfg.val_fraction, progress=progress)
+    files, source = default_data() if data is None else (find_text_files(data), str(data))
+    log(f"data: {source}")
+    if master: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=progress)
     if distributed: torch.distributed.barrier()
-    if not master: tok, td = prepare(data, out, cfg.vocab_size, cfg.val_fraction, progress=False)
+    if not master: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=False)
     td.check_block_size(cfg.max_length)
 
     torch.manual_seed(cfg.seed)
@@ -558,7 +560,8 @@ def _parse_bool(s: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CLIParser(prog="gptlite-train", description="Train a GPT on your .txt files.")
-    parser.add_argument("--data", default="data", help="a .txt file or a folder of them (default: data)")
+    parser.add_argument("--data", default=None, help="a .txt file or a folder of them (default: your .txt files in "
+                        "data/, or data/examples/tinyshakespeare.txt if there are none)")
     parser.add_argument("--out", default="saved_models/run", help="the run directory (default: saved_models/run)")
     parser.add_argument("--preset", default="cpu", choices=list(PRESETS), help="starting settings (default: cpu)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -12,8 +12,8 @@ from gptlite.data import iter_text_chunks
 from gptlite.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample.txt"
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SAMPLE = ROOT / "data" / "examples" / "sample.txt"
+SHAKESPEARE = ROOT / "data" / "examples" / "tinyshakespeare.txt"
 TINY_STEPS, TINY_CONTEXT = 120, 256
 
 
@@ -24,14 +24,14 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tok():
-    "A byte-level BPE tokenizer (vocab 1000) trained on data/sample.txt."
+    "A byte-level BPE tokenizer (vocab 1000) trained on data/examples/sample.txt."
     return train_tokenizer(iter_text_chunks(SAMPLE), vocab_size=1000)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The session's one trained checkpoint: `runs/tiny`, a run directory (2 layers, width 48, context 256, 120 steps
-    on data/sample.txt, evaluated every 40: seconds to train), alone in its `runs/` folder. Every test file that needs
+    on data/examples/sample.txt, evaluated every 40: seconds to train), alone in its `runs/` folder. Every test file that needs
     a trained model shares it, so treat it as read-only: `copy_run` it to change it."""
     from gptlite.training import make_config, train
     out = tmp_path_factory.mktemp("runs") / "tiny"

@@ -1,5 +1,6 @@
 "Data pipeline tests: streaming, the cache, the split, bits per byte, and every bad input the issue lists."
 import math
+from pathlib import Path
 import subprocess
 import sys
 import tracemalloc
@@ -170,7 +171,7 @@ def test_cli_success_and_reuse(tmp_path, capsys, monkeypatch):
     assert {"tokenizer.json", "tokenizer_config.json", "tokenizer_training.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(main, ["--data", str(folder), "--out", str(tmp_path / "run"), "--vocab-size", "800", "--quiet"], capsys)
-    assert code == 0 and out.splitlines()[2] == r.stdout.splitlines()[2], err      # the same cache line
+    assert code == 0 and out.splitlines()[3] == r.stdout.splitlines()[3], err      # the same cache line
 
 
 @pytest.mark.parametrize("setup,message", [
@@ -204,7 +205,6 @@ def test_prepare_trains_then_loads(tmp_path):
     assert td1.path == td2.path and tok1.encode("hello there") == tok2.encode("hello there")
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="../shared/data/tinyshakespeare.txt is not beside the checkout")
 def test_tinyshakespeare(tmp_path):
     tok, td = prepare(SHAKESPEARE, tmp_path / "run", vocab_size=2000, progress=False)
     assert td.meta["train_bytes"] + td.meta["val_bytes"] == 1_115_394
@@ -249,3 +249,25 @@ def test_a_file_that_changes_while_it_is_tokenized_is_a_clear_error(tok, tmp_pat
     with pytest.raises(DataError, match="changed while it was being tokenized"):
         prepare_data(tmp_path / "d", tok, cache_dir=tmp_path / "cache", progress=False)
     assert not [p for p in (tmp_path / "cache").iterdir()]            # no cache that would not match its fingerprint
+
+
+def test_default_data_is_yours_else_shipped(tmp_path, monkeypatch, capsys):
+    # Without --data: the user's .txt files in data/ (never the shipped corpora mixed in), else Tiny Shakespeare.
+    from gptlite.data import default_data, EXAMPLES, DEFAULT_CORPUS
+    examples = tmp_path / "data" / EXAMPLES; examples.mkdir(parents=True)
+    (examples / DEFAULT_CORPUS).write_text(SHAKESPEARE.read_text()[:20_000])
+    (examples / "sample.txt").write_text(SAMPLE.read_text()[:5_000])
+    monkeypatch.chdir(tmp_path)
+    files, source = default_data()
+    assert files == [Path("data") / EXAMPLES / DEFAULT_CORPUS] and "shipped" in source
+    code, out, _ = run_main(main, ["--out", "run1", "--vocab-size", "300", "--quiet"], capsys)
+    assert code == 0 and out.startswith("data: data/examples/tinyshakespeare.txt") and "20,000 bytes" in out
+    (tmp_path / "data" / "mine").mkdir(); (tmp_path / "data" / "mine" / "notes.txt").write_text(SAMPLE.read_text()[:30_000])
+    code, out, _ = run_main(main, ["--out", "run2", "--vocab-size", "300", "--quiet"], capsys)
+    assert code == 0 and out.startswith("data: your 1 file(s) in data/") and "30,000 bytes" in out
+    (tmp_path / "data" / "mine" / "notes.txt").unlink(); (examples / DEFAULT_CORPUS).unlink()
+    code, _, err = run_main(main, ["--out", "run3", "--quiet"], capsys)
+    assert code == 2 and "has no .txt files" in err
+    monkeypatch.chdir(tmp_path / "data")                    # run from elsewhere: a clear error, not a traceback
+    code, _, err = run_main(main, ["--out", "run4", "--quiet"], capsys)
+    assert code == 2 and "data/ does not exist here" in err
