@@ -16,7 +16,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +30,13 @@ from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpo
 from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
-__all__ = ['PRESETS', 'NS_COEFFICIENTS', 'TrainConfig', 'make_config', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon',
-           'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision',
-           'estimate_loss', 'evaluate_split', 'sample_text', 'step_seed', 'rng_states', 'set_rng_states',
-           'TrainingError', 'read_metrics', 'RunLock', 'train', 'plot_metrics', 'build_parser', 'main']
+__all__ = ['PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TrainConfig', 'make_config', 'estimate_loss', 'evaluate_split',
+           'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon', 'Optimizers', 'make_optimizer',
+           'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision', 'step_seed', 'rng_states',
+           'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run', 'restore',
+           'choose_precision', 'train_step', 'write_metrics', 'save_state', 'evaluate_and_checkpoint', 'RunLock',
+           'start_line', 'finish', 'train', 'ProgressBar', 'plot_metrics', 'auto_vocab', 'width_config', 'dropout_for',
+           'measure_train_step', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -111,6 +114,55 @@ def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
     unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
     if unknown: raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
     return TrainConfig(**{**PRESETS[preset], **overrides})
+
+# %% ../nbs/04_training.ipynb #a376a86a
+@torch.no_grad()
+def estimate_loss(model: GPT, data: TokenData, cfg: TrainConfig, split: str, ctx, device) -> float:
+    "Mean loss over `eval_iters` fixed batches of `split`."
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(cfg.seed + 1)     # the same batches every time
+    losses = []
+    for _ in range(cfg.eval_iters):
+        x, y = data.get_batch(split, cfg.batch_size, cfg.max_length, generator=g, device=device)
+        with ctx: losses.append(model(x, y)[1].item())
+    model.train(was_training)
+    return float(np.mean(losses))
+
+@torch.no_grad()
+def evaluate_split(model: GPT, data: TokenData, split: str = "val", block_size: int | None = None,
+                   batch_size: int = 16, ctx=nullcontext(), device="cpu") -> float:
+    "Loss over a whole split, in consecutive windows (each token predicted once, with up to a window of context)."
+    model.eval()
+    tokens = torch.from_numpy(getattr(data, split).astype(np.int64))
+    T = block_size or model.config.max_length
+    n = (len(tokens) - 1) // T
+    total, count = 0.0, 0
+    for start in range(0, n, batch_size):
+        rows = range(start, min(n, start + batch_size))
+        x = torch.stack([tokens[i * T:(i + 1) * T] for i in rows]).to(device)
+        y = torch.stack([tokens[i * T + 1:(i + 1) * T + 1] for i in rows]).to(device)
+        with ctx: logits, _ = model(x)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+    return total / count
+
+@torch.no_grad()
+def sample_text(model: GPT, tokenizer, prompt: str = "\n", max_new_tokens: int = 40, temperature: float = 0.8,
+                seed: int = 0, device="cpu") -> str:
+    "A short sample for the training log (the sampling notebook has the full generator)."
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(seed)      # its own RNG: sampling never disturbs training
+    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
+    cache, out = model.new_kv_cache(), []
+    logits = model(ids[:, -model.config.max_length:], kv_cache=cache)[0]
+    for _ in range(min(max_new_tokens, model.config.max_length - cache.length)):
+        probs = torch.softmax(logits[:, -1].float() / temperature, dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=g)
+        out.append(nxt.item())
+        if cache.length >= model.config.max_length: break
+        logits = model(nxt, kv_cache=cache)[0]
+    return tokenizer.decode(out)
 
 # %% ../nbs/04_training.ipynb #e8ab5800
 def lr_at(progress: float,  # fraction of the run done, 0..1
@@ -240,55 +292,6 @@ def pick_precision(seconds: dict[str, float], margin: float = 1.1) -> str:
     "'bf16' when its measured step is at least `margin` times faster than fp32's, else 'fp32'."
     return "bf16" if seconds["fp32"] >= margin * seconds["bf16"] else "fp32"
 
-# %% ../nbs/04_training.ipynb #a376a86a
-@torch.no_grad()
-def estimate_loss(model: GPT, data: TokenData, cfg: TrainConfig, split: str, ctx, device) -> float:
-    "Mean loss over `eval_iters` fixed batches of `split`."
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(cfg.seed + 1)     # the same batches every time
-    losses = []
-    for _ in range(cfg.eval_iters):
-        x, y = data.get_batch(split, cfg.batch_size, cfg.max_length, generator=g, device=device)
-        with ctx: losses.append(model(x, y)[1].item())
-    model.train(was_training)
-    return float(np.mean(losses))
-
-@torch.no_grad()
-def evaluate_split(model: GPT, data: TokenData, split: str = "val", block_size: int | None = None,
-                   batch_size: int = 16, ctx=nullcontext(), device="cpu") -> float:
-    "Loss over a whole split, in consecutive windows (each token predicted once, with up to a window of context)."
-    model.eval()
-    tokens = torch.from_numpy(getattr(data, split).astype(np.int64))
-    T = block_size or model.config.max_length
-    n = (len(tokens) - 1) // T
-    total, count = 0.0, 0
-    for start in range(0, n, batch_size):
-        rows = range(start, min(n, start + batch_size))
-        x = torch.stack([tokens[i * T:(i + 1) * T] for i in rows]).to(device)
-        y = torch.stack([tokens[i * T + 1:(i + 1) * T + 1] for i in rows]).to(device)
-        with ctx: logits, _ = model(x)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
-        count += y.numel()
-    return total / count
-
-@torch.no_grad()
-def sample_text(model: GPT, tokenizer, prompt: str = "\n", max_new_tokens: int = 40, temperature: float = 0.8,
-                seed: int = 0, device="cpu") -> str:
-    "A short sample for the training log (the sampling notebook has the full generator)."
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(seed)      # its own RNG: sampling never disturbs training
-    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-    cache, out = model.new_kv_cache(), []
-    logits = model(ids[:, -model.config.max_length:], kv_cache=cache)[0]
-    for _ in range(min(max_new_tokens, model.config.max_length - cache.length)):
-        probs = torch.softmax(logits[:, -1].float() / temperature, dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=g)
-        out.append(nxt.item())
-        if cache.length >= model.config.max_length: break
-        logits = model(nxt, kv_cache=cache)[0]
-    return tokenizer.decode(out)
-
 # %% ../nbs/04_training.ipynb #6270fff7
 def step_seed(seed: int, rank: int, step: int) -> int:
     "A seed for step `step` on process `rank`, the same on every run."
@@ -306,7 +309,7 @@ def set_rng_states(states: dict):
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(states["torch"])
 
-# %% ../nbs/04_training.ipynb #a1aedcc2
+# %% ../nbs/04_training.ipynb #784478c9
 class TrainingError(RuntimeError):
     "A run that cannot go on: a NaN loss, a resume that does not fit."
 
@@ -321,6 +324,186 @@ def read_metrics(path: str | Path,               # a run's metrics.jsonl
     rows = [json.loads(l) for l in complete if l.strip()]
     return [r for r in rows if max_step is None or r["step"] <= max_step]
 
+def _dist_info():
+    "(rank, world_size, local_rank) from torchrun's environment."
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+@dataclass
+class RunState:
+    "What changes as a run goes: the counters a checkpoint saves, and the rows of metrics.jsonl written so far."
+    step: int = 0                          # optimizer steps done
+    best_val: float = math.inf             # the best validation loss so far
+    elapsed_before: float = 0.0            # seconds spent by the runs this one resumes
+    rows: list = field(default_factory=list)   # metrics.jsonl's rows
+    started: float = field(default_factory=time.time)
+
+    def elapsed(self) -> float: return self.elapsed_before + time.time() - self.started
+    def progress(self, cfg: TrainConfig) -> float:
+        "The fraction of the run done: of its steps, or of its time budget if that ends it sooner."
+        p = self.step / cfg.max_iters
+        return max(p, self.elapsed() / cfg.time_budget) if cfg.time_budget else p
+    @property
+    def last_eval(self) -> dict | None:
+        "The last evaluation's row (a run never evaluates the same step twice)."
+        return next((r for r in reversed(self.rows) if "val_loss" in r), None)
+
+@dataclass
+class Run:
+    "Everything a training run works with; `setup_run` builds it, the functions below take it."
+    cfg: TrainConfig
+    out: Path
+    tok: object                            # the tokenizer
+    data: TokenData
+    model: GPT
+    optimizer: object
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    state: RunState = field(default_factory=RunState)
+    precision: str = "fp32"
+    train_model: object = None             # the model the steps call: `model`, compiled and/or wrapped by DDP
+    log: object = print
+    @property
+    def master(self) -> bool: return self.rank == 0
+    @property
+    def ctx(self): return autocast_for(self.device, self.precision)
+    @property
+    def tokens_per_step(self) -> int: return self.cfg.batch_size * self.cfg.grad_accum * self.cfg.max_length * self.world
+
+def setup_run(cfg: TrainConfig, data=None, out: str | Path = "saved_models/run", progress: bool = True) -> Run:
+    "Processes, data and tokenizer (trained in `out` the first time), a fresh model and its optimizer."
+    out, (rank, world, local_rank) = Path(out), _dist_info()
+    device = pick_device(cfg.device)
+    if world > 1:
+        if device.type == "cuda": device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    log = (lambda *a: print(*a, flush=True)) if (progress and rank == 0) else (lambda *a: None)
+    files, source = default_data() if data is None else (find_text_files(data), str(data))
+    log(f"data: {source}")
+    if rank == 0: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=progress)
+    if world > 1: torch.distributed.barrier()       # rank 0 trained the tokenizer and wrote the cache; now the others
+    if rank != 0: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=False)
+    td.check_block_size(cfg.max_length)
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.model_config(len(tok))).to(device)
+    return Run(cfg, out, tok, td, model, make_optimizer(model, cfg, device.type), device, rank, world, train_model=model,
+               log=log)
+
+# %% ../nbs/04_training.ipynb #7ba5a7a8
+_RESUMABLE = {"max_iters", "time_budget", "eval_interval", "log_interval", "sample_tokens", "device", "compile"}
+
+def restore(run: Run) -> dict:
+    "Load `out/last` into `run`: weights, optimizer, counters, RNG states, metrics rows. Returns the saved state."
+    cfg, out = run.cfg, run.out
+    if not (out / "last" / "training_state.pt").is_file():
+        raise TrainingError(f"--resume: no checkpoint to resume in {out / 'last'}; train without --resume first")
+    saved = torch.load(out / "last" / "training_state.pt", weights_only=True)
+    then = {k: v for k, v in saved["train_config"].items() if k not in _RESUMABLE}
+    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
+    if then != now:
+        diff = [f"{k}={then.get(k)!r} (now {now.get(k)!r})" for k in now if then.get(k) != now.get(k)]
+        raise TrainingError(f"--resume with a different config: the checkpoint has {', '.join(diff[:3])}")
+    if saved["tokenizer"] != tokenizer_fingerprint(run.tok):
+        raise TrainingError("--resume: the tokenizer in the run directory is not the one the checkpoint was trained with")
+    last_model, _ = load_checkpoint(out / "last", device=run.device, with_tokenizer=False)
+    run.model.load_state_dict(last_model.state_dict())
+    run.optimizer.load_state_dict(saved["optimizer"])
+    set_rng_states(saved["rng"])
+    run.state = RunState(step=saved["step"], best_val=saved["best_val"], elapsed_before=saved["elapsed_s"],
+                         rows=read_metrics(out / "metrics.jsonl", saved["step"]))
+    run.precision = saved.get("precision") or run.precision
+    run.log(f"resuming from step {run.state.step} (best validation loss {run.state.best_val:.4f})")
+    return saved
+
+def choose_precision(run: Run, saved: dict | None = None) -> dict | None:
+    """Set `run.precision`: as asked, as the resumed run chose, or measured on this model and machine (a flag that
+    says "bf16 is fast" is not enough: at small widths the casts cost more than the faster matmuls save). Measured
+    before DDP wraps the model, whose gradient hooks would take the timing steps for training steps. Returns the
+    measured times, if it measured."""
+    cfg, measured = run.cfg, None
+    if cfg.dtype != "auto": run.precision = cfg.dtype
+    elif saved and saved.get("precision"): run.precision = saved["precision"]
+    elif run.device.type == "mps": run.precision = "fp32"
+    else:
+        measured = step_seconds(run.model, cfg.batch_size, cfg.max_length, run.device)
+        run.precision = pick_precision(measured)
+        if run.world > 1:                        # every rank must run the same arithmetic: rank 0's choice
+            choice = [run.precision]; torch.distributed.broadcast_object_list(choice, src=0); run.precision = choice[0]
+    run.model.train()
+    run.train_model = torch.compile(run.model) if cfg.compile else run.model
+    if run.world > 1: run.train_model = torch.nn.parallel.DistributedDataParallel(run.train_model)
+    return measured
+
+# %% ../nbs/04_training.ipynb #e54aed1d
+def train_step(run: Run) -> float:
+    """One optimizer step: the learning rate for this point of the run, `grad_accum` micro-batches (forward under
+    autocast, backward of the loss divided by `grad_accum`), gradient clipping, the update. Returns the mean loss."""
+    cfg, st = run.cfg, run.state
+    lr = lr_at(st.progress(cfg), st.step, cfg)
+    for group in run.optimizer.param_groups: group["lr"] = lr
+    torch.manual_seed(step_seed(cfg.seed, run.rank, st.step))                   # dropout masks: a function of the step
+    g = torch.Generator().manual_seed(step_seed(cfg.seed + 7, run.rank, st.step))  # batches: a function of the step
+    loss_sum = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y = run.data.get_batch("train", cfg.batch_size, cfg.max_length, generator=g, device=run.device)
+        sync = nullcontext()
+        if run.world > 1 and micro < cfg.grad_accum - 1: sync = run.train_model.no_sync()   # all-reduce once, at the end
+        with sync:
+            with run.ctx: _, loss = run.train_model(x, y)
+            (loss / cfg.grad_accum).backward()
+        loss_sum += loss.item()
+    train_loss = loss_sum / cfg.grad_accum
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"the loss became {train_loss} at step {st.step + 1}: stopped; the checkpoints saved "
+                            f"before it are kept (lower lr or check the data)")
+    if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    st.step += 1
+    return train_loss
+
+# %% ../nbs/04_training.ipynb #7cf46761
+def write_metrics(run: Run, sync: bool = False, **row):
+    "Append one row to metrics.jsonl (process 0 only): one write per line, so a reader sees it whole or not at all."
+    run.state.rows.append(row)
+    if run.master:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+            if sync: f.flush(); os.fsync(f.fileno())
+
+def save_state(run: Run, path: Path):
+    "What `--resume` needs besides the weights, into `path`/training_state.pt."
+    st = run.state
+    torch.save({"step": st.step, "best_val": st.best_val, "elapsed_s": st.elapsed(), "optimizer": run.optimizer.state_dict(),
+                "rng": rng_states(), "tokenizer": tokenizer_fingerprint(run.tok),
+                "train_config": dataclasses.asdict(run.cfg), "precision": run.precision}, path / "training_state.pt")
+
+def evaluate_and_checkpoint(run: Run) -> dict:
+    """Estimate train and validation loss; on process 0 save the best model if validation improved, its metrics line,
+    then `last/`, and print the losses and a sample. Returns the metrics row."""
+    cfg, st, model = run.cfg, run.state, run.model
+    val = estimate_loss(model, run.data, cfg, "val", run.ctx, run.device)
+    train_l = estimate_loss(model, run.data, cfg, "train", run.ctx, run.device)
+    row = dict(step=st.step, tokens=st.step * run.tokens_per_step, elapsed_s=round(st.elapsed(), 3),
+               lr=lr_at(st.progress(cfg), st.step, cfg), train_loss=train_l, val_loss=val, val_ppl=math.exp(val),
+               val_bpb=run.data.val_bits_per_byte(val))
+    improved = val < st.best_val
+    st.best_val = min(st.best_val, val)
+    if not run.master: st.rows.append(row); return row
+    # the order is the crash story: the best model, then its metrics line, then last/, the commit point that a
+    # resume starts from (a crash before it replays these steps and writes the same files again)
+    if improved: write_model_files(model, run.out)          # the run directory holds the best model
+    write_metrics(run, sync=True, **row)
+    save_checkpoint(run.out / "last", model, run.tok, write_extra=lambda path: save_state(run, path))
+    sample = sample_text(model, run.tok, max_new_tokens=cfg.sample_tokens, device=run.device) if cfg.sample_tokens else ""
+    run.log(f"step {st.step}: train loss {train_l:.4f}, val loss {val:.4f}, val ppl {math.exp(val):.2f}, "
+            f"val bits/byte {row['val_bpb']:.4f}{' (best)' if improved else ''}, lr {row['lr']:.2e}, "
+            f"{st.elapsed():.0f}s elapsed")
+    if sample: run.log(f"Sample generation: {sample!r}")
+    model.train()
+    return row
+
+# %% ../nbs/04_training.ipynb #5ab2cc58
 class RunLock:
     """An exclusive lock on a run directory for the length of a run: a second `gptlite-train` on the same `--out`
     stops with a one-line error instead of both writing the same files. (POSIX `flock`; elsewhere no lock.)"""
@@ -341,9 +524,31 @@ class RunLock:
     def __exit__(self, *exc):
         if self.file: self.file.close()          # closing releases the lock
 
-def _dist_info():
-    "(rank, world_size, local_rank) from torchrun's environment."
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+def start_line(run: Run, measured: dict | None) -> str:
+    "What the run trains, on what, how and for how long: its first line."
+    cfg, model = run.cfg, run.model
+    why = f" (a step: fp32 {measured['fp32'] * 1e3:.0f} ms, bf16 {measured['bf16'] * 1e3:.0f} ms)" if measured else ""
+    return (f"training {model.num_params() / 1e6:.2f} M parameters ({cfg.n_layers} layers, width {cfg.d_model}, context "
+            f"{cfg.max_length}, vocabulary {len(run.tok):,}) on {run.data.meta['train_tokens']:,} tokens; {run.device.type}, "
+            f"{run.precision}{why}, {cfg.optimizer}, batch {cfg.batch_size}x{cfg.grad_accum}, lr {cfg.lr:g}; "
+            f"up to {cfg.max_iters:,} steps" + (f" or a budget of {cfg.time_budget:g} s" if cfg.time_budget else ""))
+
+def finish(run: Run, row: dict) -> dict:
+    "The summary: the last evaluation and, on process 0, the best checkpoint scored on the whole validation split."
+    cfg, st = run.cfg, run.state
+    summary = dict(step=st.step, elapsed_s=round(st.elapsed(), 1), best_val_loss=st.best_val,
+                   **{k: row[k] for k in ("val_loss", "val_bpb", "val_ppl")},
+                   stopped_by="max_iters" if st.step >= cfg.max_iters else "time_budget", precision=run.precision)
+    if run.master:
+        best, _ = load_checkpoint(run.out, device=run.device, with_tokenizer=False)
+        full = evaluate_split(best, run.data, "val", cfg.max_length, cfg.batch_size, run.ctx, run.device)
+        summary.update(full_val_loss=full, full_val_bpb=run.data.val_bits_per_byte(full))
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        import matplotlib.pyplot as plt
+        plt.close(plot_metrics(run.out / "metrics.jsonl", run.out / "loss.png"))   # saved next to the checkpoint, not shown
+        run.log(f"done: {st.step} steps in {summary['elapsed_s']:.0f}s; average of the last losses {row['train_loss']:.4f}, "
+                f"best val loss {st.best_val:.4f}")
+    return summary
 
 def train(cfg: TrainConfig,                    # the run's settings
           data: str | Path | None = None,      # a .txt file or folder of them; None: `default_data()`
@@ -363,177 +568,52 @@ def train(cfg: TrainConfig,                    # the run's settings
         return _train(cfg, data, out, resume, progress, stop_after)
 
 def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop_after: int | None) -> dict:
-    rank, world, local_rank = _dist_info()
-    distributed = world > 1
-    device = pick_device(cfg.device)
-    if distributed:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda": device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend)
-    master = rank == 0
-    log = (lambda *a: print(*a, flush=True)) if (progress and master) else (lambda *a: None)
-
-    # data and tokenizer: the tokenizer lives in the run directory (trained on `data` the first time)
-    if resume and not (out / "last" / "training_state.pt").is_file():
+    if resume and not (out / "last" / "training_state.pt").is_file():    # before minutes of tokenizing
         raise TrainingError(f"--resume: no checkpoint to resume in {out / 'last'}; train without --resume first")
-    files, source = default_data() if data is None else (find_text_files(data), str(data))
-    log(f"data: {source}")
-    if master: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=progress)
-    if distributed: torch.distributed.barrier()
-    if not master: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=False)
-    td.check_block_size(cfg.max_length)
-
-    torch.manual_seed(cfg.seed)
-    model = GPT(cfg.model_config(len(tok))).to(device)
-    optimizer = make_optimizer(model, cfg, device.type)
-    step, best_val, metrics_rows, elapsed_before = 0, float("inf"), [], 0.0
-    if resume:
-        state = torch.load(out / "last" / "training_state.pt", weights_only=True)
-        saved_cfg = {k: v for k, v in state["train_config"].items() if k not in _RESUMABLE}
-        now_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
-        if saved_cfg != now_cfg:
-            diff = [f"{k}={saved_cfg.get(k)!r} (now {now_cfg.get(k)!r})" for k in now_cfg if saved_cfg.get(k) != now_cfg.get(k)]
-            raise TrainingError(f"--resume with a different config: the checkpoint has {', '.join(diff[:3])}")
-        if state["tokenizer"] != tokenizer_fingerprint(tok):
-            raise TrainingError("--resume: the tokenizer in the run directory is not the one the checkpoint was trained with")
-        last_model, _ = load_checkpoint(out / "last", device=device, with_tokenizer=False)
-        model.load_state_dict(last_model.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        step, best_val, elapsed_before = state["step"], state["best_val"], state["elapsed_s"]
-        set_rng_states(state["rng"])
-        metrics_rows = read_metrics(out / "metrics.jsonl", step)
-        log(f"resuming from step {step} (best validation loss {best_val:.4f})")
-    # precision: asked for, or measured on this model and machine (a flag that says "bf16 is fast" is not enough:
-    # at small widths the casts cost more than the faster matmuls save); a resumed run keeps its first choice.
-    # Measured before DDP wraps the model, whose gradient hooks would take the timing steps for training steps.
-    measured = None
-    if cfg.dtype != "auto": precision = cfg.dtype
-    elif resume and state.get("precision"): precision = state["precision"]
-    elif device.type == "mps": precision = "fp32"
-    else:
-        measured = step_seconds(model, cfg.batch_size, cfg.max_length, device)
-        precision = pick_precision(measured)
-        if distributed:                          # every rank must run the same arithmetic: rank 0's choice
-            choice = [precision]; torch.distributed.broadcast_object_list(choice, src=0); precision = choice[0]
-    ctx = autocast_for(device, precision)
-    model.train()
-    train_model = torch.compile(model) if cfg.compile else model
-    if distributed: train_model = torch.nn.parallel.DistributedDataParallel(train_model)
-
-    def save_state(path: Path):
-        torch.save({"step": step, "best_val": best_val, "elapsed_s": elapsed(), "optimizer": optimizer.state_dict(),
-                    "rng": rng_states(), "tokenizer": tokenizer_fingerprint(tok),
-                    "train_config": dataclasses.asdict(cfg), "precision": precision}, path / "training_state.pt")
-
-    metrics_path = out / "metrics.jsonl"
-    if master:
+    run = setup_run(cfg, data, out, progress)
+    saved = restore(run) if resume else None
+    measured = choose_precision(run, saved)
+    st = run.state
+    if run.master:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        tmp_metrics = out / ".metrics.jsonl.tmp"   # rewritten whole (a resume drops rows past its checkpoint): atomically
-        tmp_metrics.write_text("".join(json.dumps(r) + "\n" for r in metrics_rows)); fsync_path(tmp_metrics)
-        os.replace(tmp_metrics, metrics_path)
-    start_time = time.time()
-    elapsed = lambda: elapsed_before + time.time() - start_time
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.max_length * world
-    def progress_frac():
-        p = step / cfg.max_iters
-        return max(p, elapsed() / cfg.time_budget) if cfg.time_budget else p
-
-    def write_metrics(sync=False, **m):
-        if master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(m) + "\n")            # one write per line: a reader sees it whole or not at all
-                if sync: f.flush(); os.fsync(f.fileno())
-
-    # the last evaluation: a run never evaluates the same step twice (a budget that ends on an evaluation step, or a
-    # resume of a run that had already finished)
-    last_eval = next((r for r in reversed(metrics_rows) if "val_loss" in r), None)
-
-    def evaluate_and_save():
-        nonlocal best_val, last_eval
-        val = estimate_loss(model, td, cfg, "val", ctx, device)
-        train_l = estimate_loss(model, td, cfg, "train", ctx, device)
-        m = dict(step=step, tokens=step * tokens_per_step, elapsed_s=round(elapsed(), 3), lr=lr_at(progress_frac(), step, cfg),
-                 train_loss=train_l, val_loss=val, val_ppl=math.exp(val), val_bpb=td.val_bits_per_byte(val))
-        if master:
-            improved = val < best_val
-            best_val = min(best_val, val)
-            # the order is the crash story: the best model, then its metrics line, then last/, the commit point
-            # that a resume starts from (a crash before it replays these steps and writes the same files again)
-            if improved: write_model_files(model, out)   # the run directory holds the best model
-            write_metrics(sync=True, **m)
-            save_checkpoint(out / "last", model, tok, write_extra=save_state)
-            sample = sample_text(model, tok, max_new_tokens=cfg.sample_tokens, device=device) if cfg.sample_tokens else ""
-            log(f"step {step}: train loss {train_l:.4f}, val loss {val:.4f}, val ppl {math.exp(val):.2f}, "
-                f"val bits/byte {m['val_bpb']:.4f}{' (best)' if improved else ''}, lr {m['lr']:.2e}, "
-                f"{elapsed():.0f}s elapsed")
-            if sample: log(f"Sample generation: {sample!r}")
-            model.train()
-        last_eval = m
-        return m
-
-    why = f" (a step: fp32 {measured['fp32'] * 1e3:.0f} ms, bf16 {measured['bf16'] * 1e3:.0f} ms)" if measured else ""
-    log(f"training {model.num_params() / 1e6:.2f} M parameters ({cfg.n_layers} layers, width {cfg.d_model}, context "
-        f"{cfg.max_length}, vocabulary {len(tok):,}) on {td.meta['train_tokens']:,} tokens; {device.type}, {precision}{why}, "
-        f"{cfg.optimizer}, batch {cfg.batch_size}x{cfg.grad_accum}, lr {cfg.lr:g}; "
-        f"up to {cfg.max_iters:,} steps" + (f" or a budget of {cfg.time_budget:g} s" if cfg.time_budget else ""))
-    show = progress and master
-    if cfg.time_budget:      # the budget or the step limit, whichever ends the run first, is the bar's 100%
-        bar = tqdm(total=100, initial=round(100 * min(1.0, progress_frac())), disable=not show, desc="training",
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} [{postfix}]")
-        advance = lambda: bar.update(100 * min(1.0, progress_frac()) - bar.n)
-    else:
-        bar = tqdm(total=cfg.max_iters, initial=step, disable=not show, desc="training", unit="step")
-        advance = lambda: bar.update(1)
+        tmp = out / ".metrics.jsonl.tmp"       # rewritten whole (a resume drops rows past its checkpoint): atomically
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in st.rows)); fsync_path(tmp)
+        os.replace(tmp, out / "metrics.jsonl")
+    st.started = time.time()
+    run.log(start_line(run, measured))
+    bar = ProgressBar(run, show=progress and run.master)
     recent, t_log = [], time.time()
-    while step < cfg.max_iters and not (cfg.time_budget and elapsed() >= cfg.time_budget):
-        lr = lr_at(progress_frac(), step, cfg)
-        for group in optimizer.param_groups: group["lr"] = lr
-        torch.manual_seed(step_seed(cfg.seed, rank, step))       # dropout masks: a function of the step
-        g = torch.Generator().manual_seed(step_seed(cfg.seed + 7, rank, step))  # batches: a function of the step
-        loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            x, y = td.get_batch("train", cfg.batch_size, cfg.max_length, generator=g, device=device)
-            sync = nullcontext()
-            if distributed and micro < cfg.grad_accum - 1: sync = train_model.no_sync()
-            with sync:
-                with ctx: _, loss = train_model(x, y)
-                (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item()
-        train_loss = loss_sum / cfg.grad_accum
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"the loss became {train_loss} at step {step + 1}: stopped; the checkpoints saved "
-                                f"before it are kept (lower lr or check the data)")
-        if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        recent.append(train_loss)
-        if step % cfg.log_interval == 0 or step == cfg.max_iters:
-            tok_s = len(recent) * tokens_per_step / max(1e-9, time.time() - t_log)
-            write_metrics(step=step, tokens=step * tokens_per_step, elapsed_s=round(elapsed(), 3), lr=lr,
-                          train_loss=float(np.mean(recent)), tokens_per_s=round(tok_s))
-            bar.set_postfix(step=step, loss=f"{np.mean(recent):.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
+    while st.step < cfg.max_iters and not (cfg.time_budget and st.elapsed() >= cfg.time_budget):
+        recent.append(train_step(run))
+        if st.step % cfg.log_interval == 0 or st.step == cfg.max_iters:
+            tok_s = len(recent) * run.tokens_per_step / max(1e-9, time.time() - t_log)
+            lr = run.optimizer.param_groups[0]["lr"]
+            write_metrics(run, step=st.step, tokens=st.step * run.tokens_per_step, elapsed_s=round(st.elapsed(), 3),
+                          lr=lr, train_loss=float(np.mean(recent)), tokens_per_s=round(tok_s))
+            bar.postfix(step=st.step, loss=f"{np.mean(recent):.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
             recent, t_log = [], time.time()
-        advance()
-        if stop_after is not None and step >= stop_after: bar.close(); return dict(step=step)
-        if step % cfg.eval_interval == 0 and step < cfg.max_iters: evaluate_and_save()
+        bar.advance()
+        if stop_after is not None and st.step >= stop_after: bar.close(); return dict(step=st.step)
+        if st.step % cfg.eval_interval == 0 and st.step < cfg.max_iters: evaluate_and_checkpoint(run)
     bar.close()
-    m = last_eval if last_eval and last_eval["step"] == step else evaluate_and_save()
-    summary = dict(step=step, elapsed_s=round(elapsed(), 1), best_val_loss=best_val, **{k: m[k] for k in ("val_loss", "val_bpb", "val_ppl")},
-                   stopped_by="max_iters" if step >= cfg.max_iters else "time_budget", precision=precision)
-    if master:
-        best, _ = load_checkpoint(out, device=device, with_tokenizer=False)
-        full = evaluate_split(best, td, "val", cfg.max_length, cfg.batch_size, ctx, device)
-        summary.update(full_val_loss=full, full_val_bpb=td.val_bits_per_byte(full))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        import matplotlib.pyplot as plt
-        plt.close(plot_metrics(metrics_path, out / "loss.png"))   # saved next to the checkpoint, not shown
-        log(f"done: {step} steps in {summary['elapsed_s']:.0f}s; average of the last losses {m['train_loss']:.4f}, "
-            f"best val loss {best_val:.4f}")
-    if distributed: torch.distributed.destroy_process_group()
+    last = st.last_eval
+    summary = finish(run, last if last and last["step"] == st.step else evaluate_and_checkpoint(run))
+    if run.world > 1: torch.distributed.destroy_process_group()
     return summary
 
-_RESUMABLE = {"max_iters", "time_budget", "eval_interval", "log_interval", "sample_tokens", "device", "compile"}
+class ProgressBar:
+    "tqdm over the run: 0-100% of the time budget (or of the steps, if they end it sooner), else steps."
+    def __init__(self, run: Run, show: bool):
+        self.run, cfg = run, run.cfg
+        if cfg.time_budget:
+            self.bar = tqdm(total=100, initial=round(100 * min(1.0, run.state.progress(cfg))), disable=not show,
+                            desc="training", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} [{postfix}]")
+        else: self.bar = tqdm(total=cfg.max_iters, initial=run.state.step, disable=not show, desc="training", unit="step")
+    def advance(self):
+        if self.run.cfg.time_budget: self.bar.update(100 * min(1.0, self.run.state.progress(self.run.cfg)) - self.bar.n)
+        else: self.bar.update(1)
+    def postfix(self, **kw): self.bar.set_postfix(**kw)
+    def close(self): self.bar.close()
 
 # %% ../nbs/04_training.ipynb #522fc9dd
 def plot_metrics(metrics_path: str | Path, png: str | Path | None = None):
@@ -551,6 +631,43 @@ def plot_metrics(metrics_path: str | Path, png: str | Path | None = None):
     fig.tight_layout()
     if png is not None: fig.savefig(png, dpi=100)
     return fig
+
+# %% ../nbs/04_training.ipynb #b28396ed
+def auto_vocab(corpus_bytes: int) -> int:
+    "Vocabulary for a corpus: about one token per 500 bytes of text, as a power of two from 512 to 8192."
+    return int(min(8192, max(512, 2 ** round(math.log2(max(1, corpus_bytes) / 512)))))
+
+# width -> (layers, context): the default family, heads of 32 dimensions
+MODEL_FAMILY = {64: (4, 64), 96: (4, 64), 128: (4, 64), 192: (4, 64), 256: (4, 64), 384: (6, 128), 512: (8, 256),
+                768: (12, 256)}
+
+def width_config(d_model: int) -> dict:
+    "The settings of the family's model of width `d_model`."
+    n_layers, context = MODEL_FAMILY[d_model]
+    return dict(d_model=d_model, n_heads=max(2, d_model // 32), n_layers=n_layers, max_length=context)
+
+def dropout_for(epochs: float) -> float:
+    "Dropout for a run that sees each training token `epochs` times: 0 under 2, 0.1 under 8, else 0.2."
+    return 0.0 if epochs < 2 else 0.1 if epochs < 8 else 0.2
+
+def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device = torch.device("cpu"),
+                       precision: str = "fp32", reps: int = 3) -> tuple[float, int]:
+    "Median seconds of one full optimizer step of a fresh model built from `cfg` (random tokens), and its parameters."
+    torch.manual_seed(0)
+    model = GPT(cfg.model_config(vocab_size)).to(device)
+    optimizer = make_optimizer(model, cfg, device.type)
+    x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.max_length), device=device)
+    times = []
+    for i in range(reps + 1):                    # the first step warms up (allocations, kernel choice) and is not timed
+        if device.type == "cuda": torch.cuda.synchronize()
+        t = time.perf_counter()
+        with autocast_for(device, precision): _, loss = model(x, x)
+        loss.backward()
+        if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step(); optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda": torch.cuda.synchronize()
+        if i: times.append(time.perf_counter() - t)
+    return float(np.median(times)), model.num_params()
 
 # %% ../nbs/04_training.ipynb #69ae83ec
 def _parse_bool(s: str) -> bool:

@@ -256,3 +256,40 @@ def test_no_step_is_evaluated_twice(tmp_path):
     summary = train(cfg, SAMPLE, tmp_path / "run", progress=False)
     evaluated = [r["step"] for r in metrics(tmp_path / "run") if "val_loss" in r]
     assert len(evaluated) == len(set(evaluated)) and evaluated[-1] == summary["step"]
+
+
+# --- the pieces of a run, one by one --------------------------------------------------------------------------------
+from gptlite.training import evaluate_and_checkpoint, restore, setup_run, train_step
+
+PIECES = dict(vocab_size=300, max_length=32, n_layers=1, n_heads=2, d_model=32, batch_size=8, dropout=0.0,
+              eval_iters=2, sample_tokens=0, max_iters=20, warmup_iters=2, dtype="fp32")
+
+
+def test_train_step_evaluate_and_restore_one_by_one(tmp_path):
+    cfg = make_config("cpu", **PIECES)
+    run = setup_run(cfg, SAMPLE, tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    losses = [train_step(run) for _ in range(3)]
+    assert run.state.step == 3 and all(math.isfinite(l) for l in losses)
+    assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())   # the weights moved
+    row = evaluate_and_checkpoint(run)
+    assert row["step"] == 3 and row["val_loss"] == run.state.best_val and run.state.last_eval == row
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl") == [row]
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "last" / "training_state.pt").is_file()
+    again = setup_run(cfg, SAMPLE, tmp_path / "run", progress=False)
+    restore(again)
+    assert again.state.step == 3 and again.state.best_val == run.state.best_val and again.state.rows == [row]
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in run.model.state_dict().items())
+
+
+def test_grad_accum_equals_a_bigger_batch(tmp_path):
+    # Two micro-batches of 4 make the same update as one batch of 8 (same windows: the batch generator's stream is
+    # the same whether it draws 8 starts at once or 4 twice).
+    runs = []
+    for batch, accum in ((8, 1), (4, 2)):
+        run = setup_run(make_config("cpu", **{**PIECES, "batch_size": batch, "grad_accum": accum, "optimizer": "adamw"}),
+                        SAMPLE, tmp_path / f"run{accum}", progress=False)
+        runs.append((train_step(run), run.model.state_dict()))
+    (loss_a, a), (loss_b, b) = runs
+    assert abs(loss_a - loss_b) < 1e-5
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
