@@ -48,7 +48,7 @@ def main():
         times = {(w, p): [] for w in widths for p in ("fp32", "bf16")}
         for _ in range(args.rounds):                     # interleaved: a speed change affects every size alike
             for w, p in times:
-                cfg = make_config("cpu", vocab_size=vocab, **width_config(w), **RECIPE)
+                cfg = make_config("cpu", vocab_size=vocab, **{**RECIPE, **width_config(w)})
                 times[w, p].append(measure_train_step(cfg, vocab, precision=p)[0])
         med = {k: float(np.median(t)) for k, t in times.items()}
         precision = {w: pick_precision({p: med[w, p] for p in ("fp32", "bf16")}) for w in widths}
@@ -63,7 +63,7 @@ def main():
                     from gptlite.data import prepare
                     _, td = prepare(path, f"{d}/run", vocab, progress=False)
                     epochs = steps * 24 * 64 / td.meta["train_tokens"]
-                    cfg = dict(vocab_size=vocab, **width_config(w), **RECIPE, dropout=dropout_for(epochs), max_iters=steps,
+                    cfg = dict(vocab_size=vocab, **{**RECIPE, **width_config(w)}, dropout=dropout_for(epochs), max_iters=steps,
                                time_budget=0, eval_interval=max(10, steps // 8), sample_tokens=0)
                     cmd = [sys.executable, "-m", "gptlite.training", "--data", str(path), "--out", f"{d}/run",
                            "--quiet", "--dtype", precision[w]]

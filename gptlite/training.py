@@ -30,13 +30,13 @@ from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpo
 from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
-__all__ = ['PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TrainConfig', 'make_config', 'estimate_loss', 'evaluate_split',
-           'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon', 'Optimizers', 'make_optimizer',
-           'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision', 'step_seed', 'rng_states',
-           'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run', 'restore',
-           'choose_precision', 'train_step', 'write_metrics', 'save_state', 'evaluate_and_checkpoint', 'RunLock',
-           'start_line', 'finish', 'train', 'ProgressBar', 'plot_metrics', 'auto_vocab', 'width_config', 'dropout_for',
-           'measure_train_step', 'build_parser', 'main']
+__all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'MIN_STEPS', 'TrainConfig', 'make_config',
+           'estimate_loss', 'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon',
+           'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision',
+           'step_seed', 'rng_states', 'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run',
+           'restore', 'choose_precision', 'train_step', 'write_metrics', 'save_state', 'evaluate_and_checkpoint',
+           'RunLock', 'start_line', 'patience_spent', 'finish', 'train', 'ProgressBar', 'plot_metrics', 'auto_vocab',
+           'width_config', 'dropout_for', 'measure_train_step', 'plan_size', 'describe_plan', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -68,6 +68,7 @@ class TrainConfig:
     eval_iters: int = 20           # validation batches per evaluation
     log_interval: int = 10         # write a metrics line every this many steps
     sample_tokens: int = 40        # length of the sample printed at each evaluation (0: none)
+    patience: int = 0              # stop after this many evaluations without a better validation loss (0: never)
     val_fraction: float = 0.1
     # where and how
     device: str = "auto"           # "auto" (cuda > mps > cpu), or a torch device
@@ -75,6 +76,9 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model
     seed: int = 1337
     time_budget: float = 0.0       # stop after this many seconds (0: no limit); the schedule then spans the budget
+    auto: str = ""                 # settings chosen from the data and the budget when the run starts (comma-separated)
+
+    def auto_fields(self) -> list[str]: return [f for f in self.auto.split(",") if f]
 
     def model_config(self, vocab_size: int | None = None) -> GPTConfig:
         "The `GPTConfig` of this run."
@@ -89,13 +93,22 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "muon"): raise ValueError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.dtype not in ("auto", "bf16", "fp32"): raise ValueError(f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         if self.time_budget < 0: raise ValueError(f"time_budget must be >= 0, got {self.time_budget}")
+        if self.patience < 0: raise ValueError(f"patience must be >= 0, got {self.patience}")
+        unknown = set(self.auto_fields()) - set(AUTO_FIELDS)
+        if unknown: raise ValueError(f"auto can choose only {', '.join(AUTO_FIELDS)}, not {', '.join(sorted(unknown))}")
         self.model_config()   # validates the model sizes too
+
+# The default run: Muon with a short warmup over a time budget of three minutes, and these settings chosen from the
+# data and the budget when the run starts (see "A configuration that fits the data and the budget")
+AUTO_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "max_length", "batch_size", "lr", "dropout", "eval_interval")
+DEFAULT_RUN = dict(optimizer="muon", warmup_iters=30, time_budget=180, max_iters=1_000_000, patience=4,
+                   vocab_size=2048, max_length=64, batch_size=24, lr=4e-3, dropout=0.1)
 
 PRESETS = {
     # the project's seed model: vocab 5000, context 256, 2 layers, 4 heads, width 256
     "seed": dict(vocab_size=5000, max_length=256, n_layers=2, n_heads=4, d_model=256, batch_size=16, lr=1e-3,
                  min_lr=1e-4, max_iters=2000),
-    # the default: a small model that learns recognizable English from data/ in three minutes on 2 CPU cores
+    # the default of gptlite 0.0.1 (3 minutes, fixed sizes), kept to reproduce its runs
     "cpu": dict(vocab_size=1024, optimizer="muon", warmup_iters=30, time_budget=180, max_iters=100_000,
                 eval_interval=200),
     # tuned on tinyshakespeare (1 MB) for 2 and 10 minutes on 2 CPU cores: see bench/RESULTS.md
@@ -108,12 +121,15 @@ PRESETS = {
                 lr=1e-3, min_lr=1e-4, max_iters=5000, warmup_iters=200, eval_interval=500),
 }
 
-def make_config(preset: str = "cpu", **overrides) -> TrainConfig:
-    "A `TrainConfig` from a preset, with fields overridden."
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    """A `TrainConfig` from a preset, with fields overridden. Without a preset, the default run: every setting of
+    `AUTO_FIELDS` that is not given is chosen from the data and the budget when the run starts."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
     if unknown: raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-    return TrainConfig(**{**PRESETS[preset], **overrides})
+    if preset is not None: return TrainConfig(**{**PRESETS[preset], **overrides})
+    return TrainConfig(**{**DEFAULT_RUN, "auto": ",".join(f for f in AUTO_FIELDS if f not in overrides), **overrides})
 
 # %% ../nbs/04_training.ipynb #a376a86a
 @torch.no_grad()
@@ -363,6 +379,7 @@ class Run:
     precision: str = "fp32"
     train_model: object = None             # the model the steps call: `model`, compiled and/or wrapped by DDP
     log: object = print
+    plan: list | None = None               # the sizes the default run measured (`plan_size`)
     @property
     def master(self) -> bool: return self.rank == 0
     @property
@@ -370,8 +387,10 @@ class Run:
     @property
     def tokens_per_step(self) -> int: return self.cfg.batch_size * self.cfg.grad_accum * self.cfg.max_length * self.world
 
-def setup_run(cfg: TrainConfig, data=None, out: str | Path = "saved_models/run", progress: bool = True) -> Run:
-    "Processes, data and tokenizer (trained in `out` the first time), a fresh model and its optimizer."
+def setup_run(cfg: TrainConfig, data=None, out: str | Path = "saved_models/run", progress: bool = True,
+              resume: bool = False) -> Run:
+    """Processes, data and tokenizer (trained in `out` the first time), the settings `cfg.auto` leaves to the data and
+    the budget (kept from the first run on a resume), a fresh model and its optimizer."""
     out, (rank, world, local_rank) = Path(out), _dist_info()
     device = pick_device(cfg.device)
     if world > 1:
@@ -380,14 +399,25 @@ def setup_run(cfg: TrainConfig, data=None, out: str | Path = "saved_models/run",
     log = (lambda *a: print(*a, flush=True)) if (progress and rank == 0) else (lambda *a: None)
     files, source = default_data() if data is None else (find_text_files(data), str(data))
     log(f"data: {source}")
+    corpus_bytes, auto, plan = sum(f.stat().st_size for f in files), cfg.auto_fields(), None
+    if auto and resume and (out / "train_config.json").is_file():      # what the first run chose
+        first = json.loads((out / "train_config.json").read_text())
+        cfg = dataclasses.replace(cfg, **{k: first[k] for k in auto})
+        auto = []
+    if "vocab_size" in auto: cfg = dataclasses.replace(cfg, vocab_size=auto_vocab(corpus_bytes))
     if rank == 0: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=progress)
     if world > 1: torch.distributed.barrier()       # rank 0 trained the tokenizer and wrote the cache; now the others
     if rank != 0: tok, td = prepare(files, out, cfg.vocab_size, cfg.val_fraction, progress=False)
+    if set(auto) - {"vocab_size"}:
+        if rank == 0: cfg, plan = plan_size(cfg, len(tok), td.meta["train_tokens"], device, world)
+        if world > 1:                                # every rank trains what rank 0 measured and chose
+            shared = [cfg, plan]; torch.distributed.broadcast_object_list(shared, src=0); cfg, plan = shared
+        log(describe_plan(cfg, plan, corpus_bytes))
     td.check_block_size(cfg.max_length)
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model_config(len(tok))).to(device)
     return Run(cfg, out, tok, td, model, make_optimizer(model, cfg, device.type), device, rank, world, train_model=model,
-               log=log)
+               log=log, plan=plan)
 
 # %% ../nbs/04_training.ipynb #7ba5a7a8
 _RESUMABLE = {"max_iters", "time_budget", "eval_interval", "log_interval", "sample_tokens", "device", "compile"}
@@ -425,7 +455,8 @@ def choose_precision(run: Run, saved: dict | None = None) -> dict | None:
     elif saved and saved.get("precision"): run.precision = saved["precision"]
     elif run.device.type == "mps": run.precision = "fp32"
     else:
-        measured = step_seconds(run.model, cfg.batch_size, cfg.max_length, run.device)
+        pick = next((k for k in run.plan or [] if k["width"] == cfg.d_model and k.get("times")), None)
+        measured = pick["times"] if pick else step_seconds(run.model, cfg.batch_size, cfg.max_length, run.device)
         run.precision = pick_precision(measured)
         if run.world > 1:                        # every rank must run the same arithmetic: rank 0's choice
             choice = [run.precision]; torch.distributed.broadcast_object_list(choice, src=0); run.precision = choice[0]
@@ -533,12 +564,20 @@ def start_line(run: Run, measured: dict | None) -> str:
             f"{run.precision}{why}, {cfg.optimizer}, batch {cfg.batch_size}x{cfg.grad_accum}, lr {cfg.lr:g}; "
             f"up to {cfg.max_iters:,} steps" + (f" or a budget of {cfg.time_budget:g} s" if cfg.time_budget else ""))
 
-def finish(run: Run, row: dict) -> dict:
+def patience_spent(run: Run) -> bool:
+    "Whether the last `patience` evaluations all failed to beat the best validation loss before them."
+    evals = [r["val_loss"] for r in run.state.rows if "val_loss" in r]
+    p = run.cfg.patience
+    return bool(p) and len(evals) > p and min(evals[-p:]) >= min(evals[:-p])
+
+def finish(run: Run, row: dict, stopped_by: str | None = None) -> dict:
     "The summary: the last evaluation and, on process 0, the best checkpoint scored on the whole validation split."
     cfg, st = run.cfg, run.state
+    stopped_by = stopped_by or ("max_iters" if st.step >= cfg.max_iters else "time_budget")
     summary = dict(step=st.step, elapsed_s=round(st.elapsed(), 1), best_val_loss=st.best_val,
-                   **{k: row[k] for k in ("val_loss", "val_bpb", "val_ppl")},
-                   stopped_by="max_iters" if st.step >= cfg.max_iters else "time_budget", precision=run.precision)
+                   **{k: row[k] for k in ("val_loss", "val_bpb", "val_ppl")}, stopped_by=stopped_by,
+                   precision=run.precision, best_step=min((r for r in st.rows if "val_loss" in r),
+                                                          key=lambda r: r["val_loss"], default=row)["step"])
     if run.master:
         best, _ = load_checkpoint(run.out, device=run.device, with_tokenizer=False)
         full = evaluate_split(best, run.data, "val", cfg.max_length, cfg.batch_size, run.ctx, run.device)
@@ -570,10 +609,10 @@ def train(cfg: TrainConfig,                    # the run's settings
 def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop_after: int | None) -> dict:
     if resume and not (out / "last" / "training_state.pt").is_file():    # before minutes of tokenizing
         raise TrainingError(f"--resume: no checkpoint to resume in {out / 'last'}; train without --resume first")
-    run = setup_run(cfg, data, out, progress)
+    run = setup_run(cfg, data, out, progress, resume)
     saved = restore(run) if resume else None
     measured = choose_precision(run, saved)
-    st = run.state
+    cfg, st = run.cfg, run.state                     # the settings as chosen
     if run.master:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         tmp = out / ".metrics.jsonl.tmp"       # rewritten whole (a resume drops rows past its checkpoint): atomically
@@ -582,7 +621,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     st.started = time.time()
     run.log(start_line(run, measured))
     bar = ProgressBar(run, show=progress and run.master)
-    recent, t_log = [], time.time()
+    recent, t_log, stopped_by = [], time.time(), None
     while st.step < cfg.max_iters and not (cfg.time_budget and st.elapsed() >= cfg.time_budget):
         recent.append(train_step(run))
         if st.step % cfg.log_interval == 0 or st.step == cfg.max_iters:
@@ -594,10 +633,14 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
             recent, t_log = [], time.time()
         bar.advance()
         if stop_after is not None and st.step >= stop_after: bar.close(); return dict(step=st.step)
-        if st.step % cfg.eval_interval == 0 and st.step < cfg.max_iters: evaluate_and_checkpoint(run)
+        if st.step % cfg.eval_interval == 0 and st.step < cfg.max_iters:
+            evaluate_and_checkpoint(run)
+            if patience_spent(run):                  # validation stopped improving: the rest would only memorise
+                stopped_by = "patience"; break
     bar.close()
+    if stopped_by: run.log(f"stopped at step {st.step}: no better validation loss in the last {cfg.patience} evaluations")
     last = st.last_eval
-    summary = finish(run, last if last and last["step"] == st.step else evaluate_and_checkpoint(run))
+    summary = finish(run, last if last and last["step"] == st.step else evaluate_and_checkpoint(run), stopped_by)
     if run.world > 1: torch.distributed.destroy_process_group()
     return summary
 
@@ -607,7 +650,7 @@ class ProgressBar:
         self.run, cfg = run, run.cfg
         if cfg.time_budget:
             self.bar = tqdm(total=100, initial=round(100 * min(1.0, run.state.progress(cfg))), disable=not show,
-                            desc="training", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} [{postfix}]")
+                            desc="training", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
         else: self.bar = tqdm(total=cfg.max_iters, initial=run.state.step, disable=not show, desc="training", unit="step")
     def advance(self):
         if self.run.cfg.time_budget: self.bar.update(100 * min(1.0, self.run.state.progress(self.run.cfg)) - self.bar.n)
@@ -637,14 +680,17 @@ def auto_vocab(corpus_bytes: int) -> int:
     "Vocabulary for a corpus: about one token per 500 bytes of text, as a power of two from 512 to 8192."
     return int(min(8192, max(512, 2 ** round(math.log2(max(1, corpus_bytes) / 512)))))
 
-# width -> (layers, context): the default family, heads of 32 dimensions
-MODEL_FAMILY = {64: (4, 64), 96: (4, 64), 128: (4, 64), 192: (4, 64), 256: (4, 64), 384: (6, 128), 512: (8, 256),
-                768: (12, 256)}
+# the default family, by width: layers, context, batch, learning rate (heads of 32 dimensions). The rows up to 256
+# are the ones measured on CPUs (bench/RESULTS.md); the larger ones follow nanoGPT's GPU recipes and are reached
+# only with far more compute than a laptop's minutes.
+MODEL_FAMILY = {64: (4, 64, 24, 4e-3), 96: (4, 64, 24, 4e-3), 128: (4, 64, 24, 4e-3), 192: (4, 64, 24, 4e-3),
+                256: (4, 64, 24, 4e-3), 384: (6, 256, 32, 2e-3), 512: (8, 256, 32, 1.5e-3), 768: (12, 256, 32, 1e-3)}
 
 def width_config(d_model: int) -> dict:
     "The settings of the family's model of width `d_model`."
-    n_layers, context = MODEL_FAMILY[d_model]
-    return dict(d_model=d_model, n_heads=max(2, d_model // 32), n_layers=n_layers, max_length=context)
+    n_layers, context, batch, lr = MODEL_FAMILY[d_model]
+    return dict(d_model=d_model, n_heads=max(2, d_model // 32), n_layers=n_layers, max_length=context,
+                batch_size=batch, lr=lr)
 
 def dropout_for(epochs: float) -> float:
     "Dropout for a run that sees each training token `epochs` times: 0 under 2, 0.1 under 8, else 0.2."
@@ -669,6 +715,56 @@ def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device =
         if i: times.append(time.perf_counter() - t)
     return float(np.median(times)), model.num_params()
 
+# The rule, read off the measurements in bench/results/scaling.json (the figure below): the widest model of the family
+# that still takes MIN_STEPS optimizer steps in the budget.
+MIN_STEPS = 500
+
+def plan_size(cfg: TrainConfig,            # the run's settings; those named in `cfg.auto` are chosen here
+              vocab_size: int,             # the tokenizer's
+              train_tokens: int,           # tokens in the training split
+              device: torch.device = torch.device("cpu"),
+              world: int = 1,              # processes training together
+             ) -> tuple[TrainConfig, list[dict]]:
+    """Choose the model (of `MODEL_FAMILY`), batch, learning rate, dropout and evaluation interval named in `cfg.auto`,
+    from the measured speed of each size on this machine. Returns the settings and the sizes it measured."""
+    auto = set(cfg.auto_fields())
+    widths = [w for w in MODEL_FAMILY] if "d_model" in auto else [cfg.d_model]
+    precisions = ["fp32", "bf16"] if cfg.dtype == "auto" and device.type != "mps" else \
+                 [cfg.dtype if cfg.dtype != "auto" else "fp32"]
+    candidates = []
+    for w in widths:
+        family = {k: v for k, v in width_config(w).items() if k in auto or k == "d_model"} if w in MODEL_FAMILY else {}
+        c = dataclasses.replace(cfg, **family)
+        tokens_per_step = c.batch_size * c.grad_accum * c.max_length * world
+        if cfg.time_budget:
+            measured = {p: measure_train_step(c, vocab_size, device, p, reps=2) for p in precisions}
+            times = {p: t[0] for p, t in measured.items()}
+            precision = pick_precision(times) if len(times) == 2 else precisions[0]
+            secs, params = measured[precision]
+            steps = int(0.85 * cfg.time_budget / secs)      # about 15% goes to evaluations and checkpoints
+        else:
+            times, secs, precision, steps = None, None, None, cfg.max_iters
+            params = GPT(c.model_config(vocab_size)).num_params()
+        candidates.append(dict(width=w, params=params, step_s=secs, times=times, precision=precision,
+                               steps=min(steps, cfg.max_iters), tokens=min(steps, cfg.max_iters) * tokens_per_step, cfg=c))
+        if steps < MIN_STEPS: break                          # the wider ones take even fewer
+    enough = [k for k in candidates if k["steps"] >= MIN_STEPS]
+    pick = enough[-1] if enough else candidates[0]
+    epochs = pick["tokens"] / max(1, train_tokens)
+    chosen = {}
+    if "dropout" in auto: chosen["dropout"] = dropout_for(epochs)
+    if "eval_interval" in auto: chosen["eval_interval"] = int(min(1000, max(25, pick["steps"] // 12)))
+    for k in candidates: k["epochs"] = k["tokens"] / max(1, train_tokens)
+    return dataclasses.replace(pick["cfg"], **chosen), candidates
+
+def describe_plan(cfg: TrainConfig, candidates: list[dict], corpus_bytes: int) -> str:
+    "One line: what the default run chose and why."
+    pick = next(k for k in candidates if k["width"] == cfg.d_model)
+    speed = f"{pick['step_s'] * 1e3:.0f} ms a step, " if pick["step_s"] else ""
+    return (f"sized to the data and the budget: vocabulary {cfg.vocab_size} for {corpus_bytes / 1e6:.2f} MB; width "
+            f"{cfg.d_model} of {', '.join(str(k['width']) for k in candidates)} measured ({speed}~{pick['steps']:,} "
+            f"steps, {pick['epochs']:.1f} passes over the text); dropout {cfg.dropout:g}")
+
 # %% ../nbs/04_training.ipynb #69ae83ec
 def _parse_bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"): return True
@@ -680,21 +776,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="a .txt file or a folder of them (default: your .txt files in "
                         "data/, or data/examples/tinyshakespeare.txt if there are none)")
     parser.add_argument("--out", default="saved_models/run", help="the run directory (default: saved_models/run)")
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS), help="starting settings (default: cpu)")
+    parser.add_argument("--preset", default=None, choices=list(PRESETS), help="a fixed recipe (default: none; the run "
+                        "is sized to the data and the time budget)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     defaults = make_config()
     for f in fields(TrainConfig):
+        if f.name == "auto": continue                  # follows from the options given
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
+        default = "chosen from the data and the budget" if f.name in AUTO_FIELDS else repr(getattr(defaults, f.name))
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-                            help=f"(default {getattr(defaults, f.name)!r}: the cpu preset's)")
+                            help=f"(default: {default})")
     return parser
 
 def main(argv: list[str] | None = None):
     "Command line entry point of `gptlite-train`."
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     try:
         cfg = make_config(args.preset, **overrides)
         if not args.resume and (Path(args.out) / "last" / "training_state.pt").is_file():

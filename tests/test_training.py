@@ -215,7 +215,8 @@ def test_progress_counts_the_budget_and_one_start_line_names_the_run(tmp_path, c
 def test_help_shows_the_defaults_that_apply(capsys):
     code, out, _ = run_main(main, ["--help"], capsys)
     defaults = make_config()
-    assert code == 0 and f"(default {defaults.optimizer!r}" in out and f"(default {defaults.vocab_size!r}" in out
+    assert code == 0 and f"(default: {defaults.optimizer!r})" in out and f"(default: {defaults.time_budget!r})" in out
+    assert out.count("(default: chosen from the data and the budget)") == 9          # AUTO_FIELDS
 
 
 @pytest.mark.slow
@@ -293,3 +294,61 @@ def test_grad_accum_equals_a_bigger_batch(tmp_path):
     (loss_a, a), (loss_b, b) = runs
     assert abs(loss_a - loss_b) < 1e-5
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+# --- the default run: sized to the data and the budget --------------------------------------------------------------
+import gptlite.training as training
+
+
+def fake_speed(monkeypatch, ms_per_width=lambda w: w):
+    "A machine where a step of width w takes `ms_per_width(w)` ms in fp32 and twice that in bf16."
+    calls = []
+    def measure(cfg, vocab_size, device=None, precision="fp32", reps=3):
+        calls.append((cfg.d_model, precision))
+        return ms_per_width(cfg.d_model) / 1e3 * (1 if precision == "fp32" else 2), 1000 * cfg.d_model
+    monkeypatch.setattr(training, "measure_train_step", measure)
+    return calls
+
+
+def test_plan_picks_the_widest_model_that_gets_enough_steps(monkeypatch):
+    calls = fake_speed(monkeypatch)                       # width 128: 0.128 s a step
+    cfg = make_config(time_budget=100)
+    planned, cands = training.plan_size(cfg, 2048, train_tokens=300_000)
+    steps = {k["width"]: k["steps"] for k in cands}
+    assert all(steps[w] >= training.MIN_STEPS for w in steps if w <= planned.d_model)
+    assert planned.d_model == max(w for w in steps if steps[w] >= training.MIN_STEPS)
+    assert len(cands) < len(training.MODEL_FAMILY) and cands[-1]["steps"] < training.MIN_STEPS   # stopped measuring
+    pick = cands[[k["width"] for k in cands].index(planned.d_model)]
+    assert pick["precision"] == "fp32" and planned.dropout == training.dropout_for(pick["epochs"])
+    assert planned.n_layers == training.MODEL_FAMILY[planned.d_model][0] and planned.n_heads == planned.d_model // 32
+    # what the user gives is kept: a width fixes the size, a dropout is not replaced
+    fixed, cands = training.plan_size(make_config(time_budget=100, d_model=256, dropout=0.3), 2048, 300_000)
+    assert fixed.d_model == 256 and fixed.dropout == 0.3 and [k["width"] for k in cands] == [256]
+    # more text, same budget: fewer passes over it, less dropout
+    few, _ = training.plan_size(cfg, 2048, train_tokens=10**9)
+    assert few.dropout == 0.0 and planned.dropout > 0.0
+
+
+def test_default_run_prints_saves_and_keeps_its_choice_on_resume(tmp_path, monkeypatch, capsys):
+    fake_speed(monkeypatch, lambda w: w / 8)
+    out = tmp_path / "run"
+    code, text, err = run_main(main, ["--data", str(SAMPLE), "--out", str(out), "--max-iters", "40", "--time-budget", "0",
+                                      "--sample-tokens", "0"], capsys)
+    assert code == 0, err
+    assert "sized to the data and the budget: vocabulary 512 for 0.16 MB" in text
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["vocab_size"] == 512 and saved["d_model"] in training.MODEL_FAMILY and "d_model" in saved["auto"]
+    monkeypatch.setattr(training, "plan_size", lambda *a, **k: pytest.fail("a resume must not choose again"))
+    code, text, err = run_main(main, ["--data", str(SAMPLE), "--out", str(out), "--max-iters", "60", "--time-budget", "0",
+                                      "--sample-tokens", "0", "--resume"], capsys)
+    assert code == 0 and "resuming from step 40" in text, err
+    assert json.loads((out / "train_config.json").read_text())["d_model"] == saved["d_model"]
+
+
+def test_patience_stops_a_run_that_only_memorises(tmp_path, monkeypatch):
+    losses = iter([3.0, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0, 3.1])     # better, then worse and worse
+    monkeypatch.setattr(training, "estimate_loss", lambda model, data, cfg, split, ctx, device:
+                        next(losses) if split == "val" else 1.0)
+    cfg = make_config("cpu", **{**PIECES, "max_iters": 100, "eval_interval": 5, "patience": 3})
+    summary = train(cfg, SAMPLE, tmp_path / "run", progress=False)
+    assert summary["stopped_by"] == "patience" and summary["step"] == 25 and summary["best_step"] == 10
