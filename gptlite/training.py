@@ -30,13 +30,14 @@ from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpo
 from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
-__all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'MIN_STEPS', 'TrainConfig', 'make_config',
-           'estimate_loss', 'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon',
-           'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision',
-           'step_seed', 'rng_states', 'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run',
-           'restore', 'choose_precision', 'train_step', 'write_metrics', 'save_state', 'evaluate_and_checkpoint',
-           'RunLock', 'start_line', 'patience_spent', 'finish', 'train', 'ProgressBar', 'plot_metrics', 'auto_vocab',
-           'width_config', 'dropout_for', 'measure_train_step', 'plan_size', 'describe_plan', 'build_parser', 'main']
+__all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TOKENS_PER_PARAM', 'TrainConfig',
+           'make_config', 'estimate_loss', 'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize',
+           'Muon', 'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds',
+           'pick_precision', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError', 'read_metrics', 'RunState',
+           'Run', 'setup_run', 'restore', 'choose_precision', 'train_step', 'write_metrics', 'save_state',
+           'evaluate_and_checkpoint', 'RunLock', 'start_line', 'patience_spent', 'finish', 'train', 'ProgressBar',
+           'plot_metrics', 'auto_vocab', 'width_config', 'dropout_for', 'measure_train_step', 'plan_size',
+           'describe_plan', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -715,9 +716,9 @@ def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device =
         if i: times.append(time.perf_counter() - t)
     return float(np.median(times)), model.num_params()
 
-# The rule, read off the measurements in bench/results/scaling.json (the figure below): the widest model of the family
-# that still takes MIN_STEPS optimizer steps in the budget.
-MIN_STEPS = 500
+# The rule, read off the measurements in bench/results/scaling.json (the figure below): the size whose run will see
+# closest to TOKENS_PER_PARAM training tokens per parameter (on a log scale).
+TOKENS_PER_PARAM = 2.0
 
 def plan_size(cfg: TrainConfig,            # the run's settings; those named in `cfg.auto` are chosen here
               vocab_size: int,             # the tokenizer's
@@ -726,7 +727,8 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
               world: int = 1,              # processes training together
              ) -> tuple[TrainConfig, list[dict]]:
     """Choose the model (of `MODEL_FAMILY`), batch, learning rate, dropout and evaluation interval named in `cfg.auto`,
-    from the measured speed of each size on this machine. Returns the settings and the sizes it measured."""
+    from the measured speed of each size on this machine: the size whose run sees closest to `TOKENS_PER_PARAM`
+    tokens per parameter. Returns the settings and the sizes it measured."""
     auto = set(cfg.auto_fields())
     widths = [w for w in MODEL_FAMILY] if "d_model" in auto else [cfg.d_model]
     precisions = ["fp32", "bf16"] if cfg.dtype == "auto" and device.type != "mps" else \
@@ -747,9 +749,8 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
             params = GPT(c.model_config(vocab_size)).num_params()
         candidates.append(dict(width=w, params=params, step_s=secs, times=times, precision=precision,
                                steps=min(steps, cfg.max_iters), tokens=min(steps, cfg.max_iters) * tokens_per_step, cfg=c))
-        if steps < MIN_STEPS: break                          # the wider ones take even fewer
-    enough = [k for k in candidates if k["steps"] >= MIN_STEPS]
-    pick = enough[-1] if enough else candidates[0]
+        if candidates[-1]["tokens"] < TOKENS_PER_PARAM * params: break   # the wider ones see even fewer
+    pick = min(candidates, key=lambda k: abs(math.log(k["tokens"] / k["params"] / TOKENS_PER_PARAM)))
     epochs = pick["tokens"] / max(1, train_tokens)
     chosen = {}
     if "dropout" in auto: chosen["dropout"] = dropout_for(epochs)
@@ -763,7 +764,8 @@ def describe_plan(cfg: TrainConfig, candidates: list[dict], corpus_bytes: int) -
     speed = f"{pick['step_s'] * 1e3:.0f} ms a step, " if pick["step_s"] else ""
     return (f"sized to the data and the budget: vocabulary {cfg.vocab_size} for {corpus_bytes / 1e6:.2f} MB; width "
             f"{cfg.d_model} of {', '.join(str(k['width']) for k in candidates)} measured ({speed}~{pick['steps']:,} "
-            f"steps, {pick['epochs']:.1f} passes over the text); dropout {cfg.dropout:g}")
+            f"steps, {pick['tokens'] / pick['params']:.1f} tokens per parameter, {pick['epochs']:.1f} passes over the "
+            f"text); dropout {cfg.dropout:g}")
 
 # %% ../nbs/04_training.ipynb #69ae83ec
 def _parse_bool(s: str) -> bool:

@@ -300,29 +300,34 @@ def test_grad_accum_equals_a_bigger_batch(tmp_path):
 import gptlite.training as training
 
 
-def fake_speed(monkeypatch, ms_per_width=lambda w: w):
-    "A machine where a step of width w takes `ms_per_width(w)` ms in fp32 and twice that in bf16."
+def fake_speed(monkeypatch, flops: float = 5e10):
+    "A machine that trains at `flops` (6 x parameters x tokens per step) in fp32, and at half that in bf16."
     calls = []
     def measure(cfg, vocab_size, device=None, precision="fp32", reps=3):
         calls.append((cfg.d_model, precision))
-        return ms_per_width(cfg.d_model) / 1e3 * (1 if precision == "fp32" else 2), 1000 * cfg.d_model
+        params = 12 * cfg.n_layers * cfg.d_model ** 2 + vocab_size * cfg.d_model
+        secs = 6 * params * cfg.batch_size * cfg.max_length / flops
+        return secs * (1 if precision == "fp32" else 2), params
     monkeypatch.setattr(training, "measure_train_step", measure)
     return calls
 
 
-def test_plan_picks_the_widest_model_that_gets_enough_steps(monkeypatch):
-    calls = fake_speed(monkeypatch)                       # width 128: 0.128 s a step
-    cfg = make_config(time_budget=100)
+def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatch):
+    calls = fake_speed(monkeypatch)                       # width 128: about 0.2 s a step
+    cfg = make_config(time_budget=300)
     planned, cands = training.plan_size(cfg, 2048, train_tokens=300_000)
-    steps = {k["width"]: k["steps"] for k in cands}
-    assert all(steps[w] >= training.MIN_STEPS for w in steps if w <= planned.d_model)
-    assert planned.d_model == max(w for w in steps if steps[w] >= training.MIN_STEPS)
-    assert len(cands) < len(training.MODEL_FAMILY) and cands[-1]["steps"] < training.MIN_STEPS   # stopped measuring
+    ratio = {k["width"]: k["tokens"] / k["params"] for k in cands}
+    assert planned.d_model == min(ratio, key=lambda w: abs(math.log(ratio[w] / training.TOKENS_PER_PARAM)))
+    assert ratio[cands[-1]["width"]] < training.TOKENS_PER_PARAM <= ratio[cands[-2]["width"]]   # measured until below
+    assert len(cands) < len(training.MODEL_FAMILY) and len(calls) == 2 * len(cands)            # fp32 and bf16 each
     pick = cands[[k["width"] for k in cands].index(planned.d_model)]
     assert pick["precision"] == "fp32" and planned.dropout == training.dropout_for(pick["epochs"])
     assert planned.n_layers == training.MODEL_FAMILY[planned.d_model][0] and planned.n_heads == planned.d_model // 32
+    # a bigger budget: a bigger model
+    bigger, _ = training.plan_size(make_config(time_budget=3000), 2048, train_tokens=300_000)
+    assert bigger.d_model > planned.d_model
     # what the user gives is kept: a width fixes the size, a dropout is not replaced
-    fixed, cands = training.plan_size(make_config(time_budget=100, d_model=256, dropout=0.3), 2048, 300_000)
+    fixed, cands = training.plan_size(make_config(time_budget=300, d_model=256, dropout=0.3), 2048, 300_000)
     assert fixed.d_model == 256 and fixed.dropout == 0.3 and [k["width"] for k in cands] == [256]
     # more text, same budget: fewer passes over it, less dropout
     few, _ = training.plan_size(cfg, 2048, train_tokens=10**9)
@@ -330,7 +335,7 @@ def test_plan_picks_the_widest_model_that_gets_enough_steps(monkeypatch):
 
 
 def test_default_run_prints_saves_and_keeps_its_choice_on_resume(tmp_path, monkeypatch, capsys):
-    fake_speed(monkeypatch, lambda w: w / 8)
+    fake_speed(monkeypatch, flops=1e12)
     out = tmp_path / "run"
     code, text, err = run_main(main, ["--data", str(SAMPLE), "--out", str(out), "--max-iters", "40", "--time-budget", "0",
                                       "--sample-tokens", "0"], capsys)
