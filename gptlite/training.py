@@ -30,14 +30,14 @@ from .model import (GPT, GPTConfig, fsync_path, load_checkpoint, recover_checkpo
 from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
-__all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TOKENS_PER_PARAM', 'TrainConfig',
-           'make_config', 'estimate_loss', 'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize',
-           'Muon', 'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds',
-           'pick_precision', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError', 'read_metrics', 'RunState',
-           'Run', 'setup_run', 'restore', 'choose_precision', 'train_step', 'write_metrics', 'save_state',
-           'evaluate_and_checkpoint', 'RunLock', 'start_line', 'patience_spent', 'finish', 'train', 'ProgressBar',
-           'plot_metrics', 'auto_vocab', 'width_config', 'dropout_for', 'measure_train_step', 'plan_size',
-           'describe_plan', 'build_parser', 'main']
+__all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TOKENS_PER_PARAM', 'MAX_PARAMS_PER_TOKEN',
+           'TrainConfig', 'make_config', 'estimate_loss', 'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups',
+           'orthogonalize', 'Muon', 'Optimizers', 'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for',
+           'step_seconds', 'pick_precision', 'step_seed', 'rng_states', 'set_rng_states', 'TrainingError',
+           'read_metrics', 'RunState', 'Run', 'setup_run', 'restore', 'choose_precision', 'train_step', 'write_metrics',
+           'save_state', 'evaluate_and_checkpoint', 'RunLock', 'start_line', 'patience_spent', 'finish', 'train',
+           'ProgressBar', 'plot_metrics', 'auto_vocab', 'width_config', 'dropout_for', 'measure_train_step',
+           'plan_size', 'describe_plan', 'build_parser', 'main']
 
 # %% ../nbs/04_training.ipynb #ccb0368d
 @dataclass
@@ -694,8 +694,8 @@ def width_config(d_model: int) -> dict:
                 batch_size=batch, lr=lr)
 
 def dropout_for(epochs: float) -> float:
-    "Dropout for a run that sees each training token `epochs` times: 0 under 2, 0.1 under 8, else 0.2."
-    return 0.0 if epochs < 2 else 0.1 if epochs < 8 else 0.2
+    "Dropout for a run that sees each training token `epochs` times: 0 under 4, 0.1 under 12, else 0.2."
+    return 0.0 if epochs < 4 else 0.1 if epochs < 12 else 0.2
 
 def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device = torch.device("cpu"),
                        precision: str = "fp32", reps: int = 3) -> tuple[float, int]:
@@ -716,9 +716,11 @@ def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device =
         if i: times.append(time.perf_counter() - t)
     return float(np.median(times)), model.num_params()
 
-# The rule, read off the measurements in bench/results/scaling.json (the figure below): the size whose run will see
-# closest to TOKENS_PER_PARAM training tokens per parameter (on a log scale).
-TOKENS_PER_PARAM = 2.0
+# The rule, read off the measurements in bench/results/scaling.json (the figure below): among the sizes with at most
+# MAX_PARAMS_PER_TOKEN parameters per token of text, the one whose run will see closest to TOKENS_PER_PARAM training
+# tokens per parameter (on a log scale).
+TOKENS_PER_PARAM = 0.9
+MAX_PARAMS_PER_TOKEN = 15
 
 def plan_size(cfg: TrainConfig,            # the run's settings; those named in `cfg.auto` are chosen here
               vocab_size: int,             # the tokenizer's
@@ -727,8 +729,9 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
               world: int = 1,              # processes training together
              ) -> tuple[TrainConfig, list[dict]]:
     """Choose the model (of `MODEL_FAMILY`), batch, learning rate, dropout and evaluation interval named in `cfg.auto`,
-    from the measured speed of each size on this machine: the size whose run sees closest to `TOKENS_PER_PARAM`
-    tokens per parameter. Returns the settings and the sizes it measured."""
+    from the measured speed of each size on this machine: of the sizes with at most `MAX_PARAMS_PER_TOKEN` parameters
+    per token of text, the one whose run sees closest to `TOKENS_PER_PARAM` tokens per parameter. Returns the
+    settings and the sizes it measured."""
     auto = set(cfg.auto_fields())
     widths = [w for w in MODEL_FAMILY] if "d_model" in auto else [cfg.d_model]
     precisions = ["fp32", "bf16"] if cfg.dtype == "auto" and device.type != "mps" else \
@@ -743,14 +746,16 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
             times = {p: t[0] for p, t in measured.items()}
             precision = pick_precision(times) if len(times) == 2 else precisions[0]
             secs, params = measured[precision]
-            steps = int(0.85 * cfg.time_budget / secs)      # about 15% goes to evaluations and checkpoints
+            steps = int(cfg.time_budget / secs)              # evaluations will take some of these: the rule allows for it
         else:
             times, secs, precision, steps = None, None, None, cfg.max_iters
             params = GPT(c.model_config(vocab_size)).num_params()
         candidates.append(dict(width=w, params=params, step_s=secs, times=times, precision=precision,
                                steps=min(steps, cfg.max_iters), tokens=min(steps, cfg.max_iters) * tokens_per_step, cfg=c))
-        if candidates[-1]["tokens"] < TOKENS_PER_PARAM * params: break   # the wider ones see even fewer
-    pick = min(candidates, key=lambda k: abs(math.log(k["tokens"] / k["params"] / TOKENS_PER_PARAM)))
+        if candidates[-1]["tokens"] < TOKENS_PER_PARAM * params or params > MAX_PARAMS_PER_TOKEN * train_tokens:
+            break                                            # the wider ones are further from the rule
+    allowed = [k for k in candidates if k["params"] <= MAX_PARAMS_PER_TOKEN * train_tokens] or candidates[:1]
+    pick = min(allowed, key=lambda k: abs(math.log(k["tokens"] / k["params"] / TOKENS_PER_PARAM)))
     epochs = pick["tokens"] / max(1, train_tokens)
     chosen = {}
     if "dropout" in auto: chosen["dropout"] = dropout_for(epochs)

@@ -319,7 +319,10 @@ def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatc
     ratio = {k["width"]: k["tokens"] / k["params"] for k in cands}
     assert planned.d_model == min(ratio, key=lambda w: abs(math.log(ratio[w] / training.TOKENS_PER_PARAM)))
     assert ratio[cands[-1]["width"]] < training.TOKENS_PER_PARAM <= ratio[cands[-2]["width"]]   # measured until below
-    assert len(cands) < len(training.MODEL_FAMILY) and len(calls) == 2 * len(cands)            # fp32 and bf16 each
+    # little text: no more than MAX_PARAMS_PER_TOKEN parameters per token, however long the budget
+    small, small_cands = training.plan_size(make_config(time_budget=3000), 2048, train_tokens=50_000)
+    assert small_cands[-1]["params"] > training.MAX_PARAMS_PER_TOKEN * 50_000 >= small.n_layers * 12 * small.d_model ** 2
+    assert len(cands) < len(training.MODEL_FAMILY) and len(calls) == 2 * (len(cands) + len(small_cands))   # fp32, bf16
     pick = cands[[k["width"] for k in cands].index(planned.d_model)]
     assert pick["precision"] == "fp32" and planned.dropout == training.dropout_for(pick["epochs"])
     assert planned.n_layers == training.MODEL_FAMILY[planned.d_model][0] and planned.n_heads == planned.d_model // 32
@@ -330,8 +333,9 @@ def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatc
     fixed, cands = training.plan_size(make_config(time_budget=300, d_model=256, dropout=0.3), 2048, 300_000)
     assert fixed.d_model == 256 and fixed.dropout == 0.3 and [k["width"] for k in cands] == [256]
     # more text, same budget: fewer passes over it, less dropout
+    many, _ = training.plan_size(cfg, 2048, train_tokens=20_000)
     few, _ = training.plan_size(cfg, 2048, train_tokens=10**9)
-    assert few.dropout == 0.0 and planned.dropout > 0.0
+    assert few.dropout == 0.0 < many.dropout
 
 
 def test_default_run_prints_saves_and_keeps_its_choice_on_resume(tmp_path, monkeypatch, capsys):
