@@ -46,7 +46,8 @@ def nanogpt_baby(train: str, val: str, seed: int = 1337) -> dict:
     B, T, iters, warmup, lr, min_lr = 12, 64, 2000, 100, 1e-3, 1e-4
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(chars), n_positions=T, n_embd=128, n_layer=4, n_head=4,
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                       bos_token_id=0, eos_token_id=0))
     decay = [p for p in model.parameters() if p.dim() >= 2]; rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.99), fused=True)

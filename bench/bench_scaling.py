@@ -47,9 +47,10 @@ def main():
         vocab = auto_vocab(path.stat().st_size)
         times = {(w, p): [] for w in widths for p in ("fp32", "bf16")}
         for _ in range(args.rounds):                     # interleaved: a speed change affects every size alike
-            for w, p in times:
+            for w in widths:
                 cfg = make_config("cpu", vocab_size=vocab, **{**RECIPE, **width_config(w)})
-                times[w, p].append(measure_train_step(cfg, vocab, precision=p)[0])
+                for p, secs in measure_train_step(cfg, vocab, precisions=("fp32", "bf16"))[0].items():
+                    times[w, p].append(secs)
         med = {k: float(np.median(t)) for k, t in times.items()}
         precision = {w: pick_precision({p: med[w, p] for p in ("fp32", "bf16")}) for w in widths}
         secs = {w: med[w, precision[w]] for w in widths}

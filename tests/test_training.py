@@ -303,11 +303,11 @@ import gptlite.training as training
 def fake_speed(monkeypatch, flops: float = 5e10):
     "A machine that trains at `flops` (6 x parameters x tokens per step) in fp32, and at half that in bf16."
     calls = []
-    def measure(cfg, vocab_size, device=None, precision="fp32", reps=3):
-        calls.append((cfg.d_model, precision))
+    def measure(cfg, vocab_size, device=None, precisions=("fp32",), reps=3):
+        calls.extend((cfg.d_model, p) for p in precisions)
         params = 12 * cfg.n_layers * cfg.d_model ** 2 + vocab_size * cfg.d_model
         secs = 6 * params * cfg.batch_size * cfg.max_length / flops
-        return secs * (1 if precision == "fp32" else 2), params
+        return {p: secs * (1 if p == "fp32" else 2) for p in precisions}, params
     monkeypatch.setattr(training, "measure_train_step", measure)
     return calls
 
@@ -316,9 +316,11 @@ def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatc
     calls = fake_speed(monkeypatch)                       # width 128: about 0.2 s a step
     cfg = make_config(time_budget=300)
     planned, cands = training.plan_size(cfg, 2048, train_tokens=300_000)
+    target = {k["width"]: training.tokens_per_param_target(k["params"], k["tokens"]) for k in cands}
     ratio = {k["width"]: k["tokens"] / k["params"] for k in cands}
-    assert planned.d_model == min(ratio, key=lambda w: abs(math.log(ratio[w] / training.TOKENS_PER_PARAM)))
-    assert ratio[cands[-1]["width"]] < training.TOKENS_PER_PARAM <= ratio[cands[-2]["width"]]   # measured until below
+    assert planned.d_model == min(ratio, key=lambda w: abs(math.log(ratio[w] / target[w])))
+    w_last, w_before = cands[-1]["width"], cands[-2]["width"]
+    assert ratio[w_last] < target[w_last] and ratio[w_before] >= target[w_before]              # measured until below
     # little text: no more than MAX_PARAMS_PER_TOKEN parameters per token, however long the budget
     small, small_cands = training.plan_size(make_config(time_budget=3000), 2048, train_tokens=50_000)
     assert small_cands[-1]["params"] > training.MAX_PARAMS_PER_TOKEN * 50_000 >= small.n_layers * 12 * small.d_model ** 2
