@@ -269,7 +269,8 @@ def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, c
         pending, pending_bytes = [], 0
 
     with open(out / "train.bin", "wb") as ftrain, open(out / "val.bin", "wb") as fval, \
-         tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress) as bar:
+         tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
+              disable=not (progress and sys.stderr.isatty())) as bar:   # a bar saved in a notebook stays frozen
         outs = dict(train=ftrain, val=fval)
         for f in files:
             for text in iter_text_chunks(f, chunk_bytes):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
@@ -647,9 +648,11 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     return summary
 
 class ProgressBar:
-    "tqdm over the run: 0-100% of the time budget (or of the steps, if they end it sooner), else steps."
+    """tqdm over the run: 0-100% of the time budget (or of the steps, if they end it sooner), else steps. Only in a
+    terminal: in a notebook a saved bar stays frozen, and the evaluation lines already show the progress."""
     def __init__(self, run: Run, show: bool):
         self.run, cfg = run, run.cfg
+        show = show and sys.stderr.isatty()
         if cfg.time_budget:
             self.bar = tqdm(total=100, initial=round(100 * min(1.0, run.state.progress(cfg))), disable=not show,
                             desc="training", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")

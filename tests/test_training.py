@@ -203,8 +203,11 @@ def test_a_full_disk_is_a_one_line_error_and_keeps_the_checkpoint(tmp_path, caps
     assert not [p.name for p in (tmp_path / "run").iterdir() if ".tmp" in p.name or ".old" in p.name]
 
 
-def test_progress_counts_the_budget_and_one_start_line_names_the_run(tmp_path, capsys):
+def test_progress_counts_the_budget_and_one_start_line_names_the_run(tmp_path, capsys, monkeypatch):
     cfg = make_config(**TINY, max_iters=1_000_000, time_budget=1, eval_interval=10_000)
+    train(cfg, SAMPLE, tmp_path / "quiet")
+    assert "training:" not in capsys.readouterr().err      # not a terminal (a notebook, a log file): no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     train(cfg, SAMPLE, tmp_path / "run")
     out, err = capsys.readouterr()
     start = [l for l in out.splitlines() if l.startswith("training ")]
