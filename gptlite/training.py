@@ -32,10 +32,10 @@ from .tokenizer import tokenizer_fingerprint
 
 # %% auto #0
 __all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FAMILY', 'TOKENS_PER_PARAM', 'REFERENCE_COMPUTE',
-           'COMPUTE_EXPONENT', 'MAX_PARAMS_PER_TOKEN', 'TrainConfig', 'make_config', 'estimate_loss', 'evaluate_split',
-           'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon', 'Optimizers', 'make_optimizer',
-           'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision', 'step_seed', 'rng_states',
-           'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run', 'restore',
+           'COMPUTE_EXPONENT', 'MAX_PARAMS_PER_TOKEN', 'MIN_STEPS', 'TrainConfig', 'make_config', 'estimate_loss',
+           'evaluate_split', 'sample_text', 'lr_at', 'adamw_groups', 'orthogonalize', 'Muon', 'Optimizers',
+           'make_optimizer', 'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision', 'step_seed',
+           'rng_states', 'set_rng_states', 'TrainingError', 'read_metrics', 'RunState', 'Run', 'setup_run', 'restore',
            'choose_precision', 'train_step', 'write_metrics', 'save_state', 'evaluate_and_checkpoint', 'RunLock',
            'start_line', 'patience_spent', 'finish', 'train', 'ProgressBar', 'plot_metrics', 'auto_vocab',
            'width_config', 'dropout_for', 'measure_train_step', 'tokens_per_param_target', 'plan_size', 'describe_plan',
@@ -730,6 +730,8 @@ TOKENS_PER_PARAM = 1.0
 REFERENCE_COMPUTE = 1.5e12          # parameters x training tokens: width 128, three minutes on Tiny Shakespeare here
 COMPUTE_EXPONENT = 0.8              # the best size then grows as compute ** ((1 - 0.8) / 2) = compute ** 0.1
 MAX_PARAMS_PER_TOKEN = 15
+MIN_STEPS = 250                     # below the budgets measured (60 s), the power law is not trusted: at least this
+                                    # many steps (shorter runs than that get the smallest size)
 
 def tokens_per_param_target(params: int, tokens: int) -> float:
     "The tokens per parameter the rule aims at for a run of `params` parameters that trains on `tokens` tokens."
@@ -768,7 +770,8 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
         if last["tokens"] < tokens_per_param_target(params, last["tokens"]) * params or \
            params > MAX_PARAMS_PER_TOKEN * train_tokens: break   # the wider ones are further from the rule
     miss = lambda k: abs(math.log(k["tokens"] / k["params"] / tokens_per_param_target(k["params"], k["tokens"])))
-    allowed = [k for k in candidates if k["params"] <= MAX_PARAMS_PER_TOKEN * train_tokens] or candidates[:1]
+    allowed = [k for k in candidates if k["params"] <= MAX_PARAMS_PER_TOKEN * train_tokens and
+               k["steps"] >= MIN_STEPS] or candidates[:1]
     pick = min(allowed, key=miss)
     epochs = pick["tokens"] / max(1, train_tokens)
     chosen = {}

@@ -324,10 +324,13 @@ def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatc
     assert planned.d_model == min(ratio, key=lambda w: abs(math.log(ratio[w] / target[w])))
     w_last, w_before = cands[-1]["width"], cands[-2]["width"]
     assert ratio[w_last] < target[w_last] and ratio[w_before] >= target[w_before]              # measured until below
+    # a budget too short for the power law: the smallest size
+    short, short_cands = training.plan_size(make_config(time_budget=5), 2048, train_tokens=300_000)
+    assert short.d_model == 64 and all(k["steps"] < training.MIN_STEPS for k in short_cands[1:])
     # little text: no more than MAX_PARAMS_PER_TOKEN parameters per token, however long the budget
     small, small_cands = training.plan_size(make_config(time_budget=3000), 2048, train_tokens=50_000)
     assert small_cands[-1]["params"] > training.MAX_PARAMS_PER_TOKEN * 50_000 >= small.n_layers * 12 * small.d_model ** 2
-    assert len(cands) < len(training.MODEL_FAMILY) and len(calls) == 2 * (len(cands) + len(small_cands))   # fp32, bf16
+    assert len(cands) < len(training.MODEL_FAMILY) and len(calls) == 2 * (len(cands) + len(small_cands) + len(short_cands))   # fp32, bf16
     pick = cands[[k["width"] for k in cands].index(planned.d_model)]
     assert pick["precision"] == "fp32" and planned.dropout == training.dropout_for(pick["epochs"])
     assert planned.n_layers == training.MODEL_FAMILY[planned.d_model][0] and planned.n_heads == planned.d_model // 32
