@@ -6,22 +6,21 @@ Each round times `gptlite.training.step_seconds` (one forward and backward pass 
 3 after a warm-up) for every width; the table gives the median over rounds, the ratio fp32 / bf16, and what
 `dtype="auto"` (`pick_precision`: bf16 only if at least 10% faster) picks. Prints the CPU model and its bf16 flags.
 """
-import argparse, datetime, platform
+import argparse, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import cpu_info  # noqa: E402
 from gptlite.model import GPT
 from gptlite.training import fast_bf16, make_config, pick_precision, step_seconds
 
 
 def cpu_description() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
-    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
-    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")]
-    return f"{model}; flags: {' '.join(wanted) or 'none of avx2/avx512/amx'}; torch threads {torch.get_num_threads()}"
+    return f"{cpu_info()}; torch threads {torch.get_num_threads()}"
 
 
 def main():

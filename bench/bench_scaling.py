@@ -17,15 +17,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_train import cpu_info  # noqa: E402
 RECIPE = dict(batch_size=24, lr=4e-3, warmup_iters=30, optimizer="muon")   # everything but the size: fixed
 CORPORA = {"sample": ROOT / "data" / "examples" / "sample.txt", "shakespeare": ROOT / "data" / "examples" / "tinyshakespeare.txt"}
-
-
-def cpu_info() -> str:
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-    keep = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")]
-    return f"{model}, {os.cpu_count()} CPUs, flags {' '.join(keep)}, torch {torch.__version__}"
 
 
 def main():
@@ -40,7 +35,7 @@ def main():
     torch.set_num_threads(2)
     widths = [int(w) for w in args.widths.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
-    result = dict(machine=cpu_info(), date=time.strftime("%Y-%m-%d %H:%M"), runs=[], step_seconds={})
+    result = dict(machine=f"{cpu_info()}, torch {torch.__version__}", date=time.strftime("%Y-%m-%d %H:%M"), runs=[], step_seconds={})
     print(result["machine"], flush=True)
     for name in args.corpora.split(","):
         path = CORPORA[name]
