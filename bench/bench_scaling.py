@@ -10,7 +10,7 @@ that many steps with one thread (`OMP_NUM_THREADS=1`), so their results do not d
 they run, and another job can share the machine. Each run trains its own tokenizer on the training split and is
 scored on the whole validation split with its best checkpoint.
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
