@@ -47,7 +47,8 @@ def main():
     args = ap.parse_args()
     from transformers import __version__ as hf_version
     from gptlite.model import GPT, GPTConfig, to_hf
-    from gptlite.sampling import generate, stream_generate, token_bytes_table
+    from gptlite.engine import generate, stream_generate
+    from gptlite.sampling import token_bytes_table
     from gptlite.tokenizer import EOT, train_tokenizer
 
     text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "examples" / "sample.txt").read_text()

@@ -25,7 +25,8 @@ def main():
     args = ap.parse_args()
     from gptlite.data import prepare_data
     from gptlite.model import GPT, GPTConfig, load_checkpoint
-    from gptlite.sampling import generate, latest_checkpoint, quantize_int8, token_bytes_table, weights_size
+    from gptlite.engine import generate, latest_checkpoint, quantize_int8, weights_size
+    from gptlite.sampling import token_bytes_table
     from gptlite.tokenizer import train_tokenizer
     from gptlite.training import evaluate_split
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, {torch.get_num_threads()} threads, "

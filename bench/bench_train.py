@@ -32,7 +32,7 @@ def cpu_info() -> str:
 def word_share(run_dir: Path, text: str, samples: int = 12, tokens: int = 200) -> float:
     "The share of generated words that occur in `text`."
     from gptlite.model import load_checkpoint
-    from gptlite.sampling import generate
+    from gptlite.engine import generate
     model, tok = load_checkpoint(run_dir)
     known = {w.lower() for w in WORD.findall(text)}
     words = []

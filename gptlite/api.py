@@ -19,171 +19,17 @@ from typing import Callable
 
 import torch
 
-from .attention import SlotKVCache
-from .sampling import (Piece, Sequence, check_sampling_args, decoder_for, encode_prompt, pick_tokens,
-                              quantize_int8, token_bytes_table)
+from .engine import QueueFull, Request, Scheduler, quantize_int8
+from .sampling import Piece, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
 # %% auto #0
-__all__ = ['SEED_ERRORS', 'OPENAI_ERRORS', 'Request', 'QueueFull', 'Scheduler', 'Sampling', 'GenerateRequest', 'BatchRequest',
-           'GenerateResponse', 'BatchResponse', 'Health', 'ErrorResponse', 'OpenAIErrorBody', 'OpenAIError',
-           'error_responses', 'TokenizeRequest', 'DetokenizeRequest', 'StreamOptions', 'CompletionRequest',
-           'CompletionLogprobs', 'CompletionChoice', 'Usage', 'Completion', 'ServerSettings', 'Metrics', 'APIError',
-           'Call', 'Server', 'sse', 'add_seed_routes', 'LogprobsBuilder', 'add_openai_routes', 'KeysAndMetrics',
-           'create_app', 'build_parser', 'main', 'settings_from_env']
-
-# %% ../nbs/08_api.ipynb #70f570f4
-@dataclass
-class Request:
-    "One generation to run: a prompt's token ids, its sampling settings, and where its pieces go."
-    prompt_ids: list[int]
-    max_new_tokens: int = 100
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None                    # None: a random seed
-    stop: list[str] = field(default_factory=list)
-    top_logprobs: int = 0                      # alternatives reported per token
-    prompt_logprobs: bool = False              # also the log-probability of each prompt token (OpenAI's echo)
-    on_piece: Callable[[Piece | Exception], None] = print   # receives each piece (see `Scheduler.deliver`)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    submitted: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    prompt_token_logprobs: list[float | None] | None = None
-    cancelled: bool = False                    # set by the client side; the scheduler frees the slot
-
-    def settings(self) -> tuple:
-        "Rows with the same settings pick their tokens in one call."
-        return (self.temperature, self.top_k, self.top_p, self.repetition_penalty)
-
-class QueueFull(Exception):
-    "More requests are waiting than the server accepts."
-
-# %% ../nbs/08_api.ipynb #cd0ac25e
-class Scheduler:
-    "Steps every active request together, one token per step, admitting and retiring requests between steps."
-    def __init__(self, model, tokenizer,
-                 max_batch_size: int = 16,     # slots: requests decoded together
-                 max_queue: int = 64,          # requests waiting for a slot; more is refused (QueueFull)
-                 on_step: Callable[[list[str]], None] | None = None,    # sees the live request ids at every step
-                 deliver: Callable[[list], None] | None = None):  # hands a step's (request, piece) pairs over
-        self.model, self.tokenizer, self.on_step = model.eval(), tokenizer, on_step
-        self.deliver = deliver or (lambda pairs: [request.on_piece(piece) for request, piece in pairs])
-        self.max_batch_size, self.max_queue = max_batch_size, max_queue
-        self.table, self.eot = token_bytes_table(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
-        self.decoder = decoder_for(model)                       # the weights do not change while serving
-        c = model.config
-        self.device, self.context = model.tok_emb.weight.device, c.max_length
-        self.cache = SlotKVCache(c.n_layers, c.max_length, max_batch_size)
-        self.logits = torch.zeros(max_batch_size, c.vocab_size, device=self.device)      # each row's next-token logits
-        self.seen = torch.zeros(max_batch_size, c.vocab_size, dtype=torch.bool, device=self.device)
-        self.rows: list[tuple[Request, Sequence, torch.Generator]] = []                  # row i = slot i
-        self.waiting = collections.deque()
-        self.wake = threading.Condition()                # guards `waiting`; the loop sleeps on it when idle
-        self.stopping, self.steps, self.cancelled = False, 0, 0
-        self.thread = threading.Thread(target=self._loop, name="gptlite-scheduler", daemon=True)
-
-    def start(self) -> "Scheduler":
-        self.thread.start()
-        return self
-
-    def stop(self):
-        with self.wake: self.stopping = True; self.wake.notify()
-        self.thread.join()
-
-    def submit(self, request: Request):
-        "Queue a request (thread-safe); raise QueueFull if too many are waiting."
-        with self.wake:
-            if len(self.waiting) >= self.max_queue: raise QueueFull(f"{len(self.waiting)} requests are already waiting")
-            self.waiting.append(request)
-            self.wake.notify()
-
-    @property
-    def queue_depth(self) -> int: return len(self.waiting)
-
-    @property
-    def active(self) -> int: return len(self.rows)
-
-    def _loop(self):
-        while True:
-            with self.wake:
-                while not (self.waiting or self.rows or self.stopping): self.wake.wait()
-                if self.stopping: break
-                admit = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.max_batch_size - len(self.rows)))]
-            for request in admit:
-                try: self._admit(request)
-                except Exception as e: self.deliver([(request, e)])   # e.g. a prompt the model cannot take
-            try:
-                if self.rows: self._step()
-            except Exception as e:                                     # never leave a client hanging
-                self.deliver([(request, e) for request, _, _ in self.rows])
-                self.rows = []
-
-# %% ../nbs/08_api.ipynb #b3d1e7e7
-@torch.no_grad()
-def _admit(self: Scheduler, request: Request):
-    slot = len(self.rows)
-    if request.cancelled: return
-    self.cache.reset(slot)
-    x = torch.tensor([request.prompt_ids], device=self.device)
-    logits = self.model(x, kv_cache=self.cache.select(slot), logits_to_keep=0 if request.prompt_logprobs else 1)[0][0]
-    if request.prompt_logprobs:
-        logp = torch.log_softmax(logits[:-1].float(), -1).gather(-1, x[0, 1:, None]).squeeze(-1)
-        request.prompt_token_logprobs = [None] + logp.tolist()              # the first token has no context
-    self.logits[slot] = logits[-1]
-    self.seen[slot] = False
-    self.seen[slot, x[0]] = True
-    seed = request.seed if request.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    sequence = Sequence(slot, request.prompt_ids, self.table, self.eot, request.stop, request.max_new_tokens, self.context)
-    self.rows.append((request, sequence, torch.Generator(device=self.device).manual_seed(seed)))
-
-Scheduler._admit = _admit
-
-# %% ../nbs/08_api.ipynb #f162352e
-@torch.no_grad()
-def _step(self: Scheduler):
-    n = len(self.rows)
-    if self.on_step: self.on_step([r.id for r, _, _ in self.rows])
-    chosen, logps = [0] * n, [0.0] * n
-    groups = collections.defaultdict(list)
-    for i, (request, _, _) in enumerate(self.rows): groups[request.settings()].append(i)
-    for (temperature, top_k, top_p, penalty), rows in groups.items():
-        index = torch.tensor(rows, device=self.device)
-        tokens, logp = pick_tokens(self.logits[index], [self.rows[i][2] for i in rows], temperature, top_k, top_p,
-                                   penalty, self.seen[index] if penalty != 1.0 else None)
-        for i, t, lp in zip(rows, tokens.tolist(), logp.tolist()): chosen[i], logps[i] = t, lp
-    want = max(r.top_logprobs for r, _, _ in self.rows)
-    if want: top = torch.topk(torch.log_softmax(self.logits[:n].float(), -1), want, dim=-1)
-    self.seen[torch.arange(n, device=self.device), torch.tensor(chosen, device=self.device)] = True   # one write
-    now, out = time.perf_counter(), []
-    for i, (request, sequence, _) in enumerate(self.rows):
-        alts = None
-        if request.top_logprobs:
-            alts = dict(zip(top.indices[i, :request.top_logprobs].tolist(), top.values[i, :request.top_logprobs].tolist()))
-        piece = sequence.accept(chosen[i], logps[i], alts)
-        if request.first_token_at is None: request.first_token_at = now
-        if not request.cancelled: out.append((request, piece))
-    self.deliver(out)                                     # all of this step's pieces at once
-    self.steps += 1
-    for i in reversed(range(n)):                          # retire: the last row moves into the freed slot
-        request, sequence, _ = self.rows[i]
-        if sequence.finish_reason is None and not request.cancelled: continue
-        if sequence.finish_reason is None: self.cancelled += 1      # the client went away first
-        last = len(self.rows) - 1
-        if i != last:
-            self.cache.move(last, i)
-            self.logits[i], self.seen[i] = self.logits[last], self.seen[last]
-            self.rows[i] = self.rows[last]
-            self.rows[i][1].row = i
-        self.rows.pop()
-    n = len(self.rows)
-    if n == 0: return
-    tokens = torch.tensor([sequence.ids[-1] for _, sequence, _ in self.rows], device=self.device)   # (n,)
-    cache = self.cache.select(0) if n == 1 else self.cache.select(None, n_rows=n)   # one row: no masks, no gathers
-    self.logits[:n] = self.decoder.step(tokens, cache)
-
-Scheduler._step = _step
+__all__ = ['SEED_ERRORS', 'OPENAI_ERRORS', 'Sampling', 'GenerateRequest', 'BatchRequest', 'GenerateResponse', 'BatchResponse',
+           'Health', 'ErrorResponse', 'OpenAIErrorBody', 'OpenAIError', 'error_responses', 'TokenizeRequest',
+           'DetokenizeRequest', 'StreamOptions', 'CompletionRequest', 'CompletionLogprobs', 'CompletionChoice', 'Usage',
+           'Completion', 'ServerSettings', 'Metrics', 'APIError', 'Call', 'Server', 'sse', 'add_seed_routes',
+           'LogprobsBuilder', 'add_openai_routes', 'KeysAndMetrics', 'create_app', 'build_parser', 'main',
+           'settings_from_env']
 
 # %% ../nbs/08_api.ipynb #c7c32f9f
 from typing import Literal
@@ -413,7 +259,7 @@ class Call:
 
 # %% ../nbs/08_api.ipynb #86e8cfe8
 from .model import CONFIG_NAME, load_checkpoint
-from .sampling import latest_checkpoint
+from .engine import latest_checkpoint
 from .training import read_metrics
 
 class Server:

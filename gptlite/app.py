@@ -85,7 +85,8 @@ class Generation:
 import torch
 
 from .model import load_checkpoint
-from .sampling import generate, latest_checkpoint, quantize_int8, stream_generate, token_bytes_table
+from .engine import generate, latest_checkpoint, quantize_int8, stream_generate
+from .sampling import token_bytes_table
 from .training import plot_metrics, read_metrics
 
 class LocalBackend:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['causal_mask', 'attention_by_hand', 'plot_attention', 'KVCache', 'CausalSelfAttention', 'SlotKVCache']
+__all__ = ['causal_mask', 'attention_by_hand', 'plot_attention', 'KVCache', 'CausalSelfAttention']
 
 # %% ../nbs/02_attention.ipynb #e7240de3
 def causal_mask(n_queries: int,  # number of query positions, the last ones of the sequence
@@ -115,85 +115,3 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)                                    # merge heads: (B, T, C)
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y
-
-# %% ../nbs/02_attention.ipynb #f9cd0df8
-class SlotKVCache(KVCache):
-    "A KV cache with one slot per row, each holding a sequence of its own length."
-    def __init__(self, n_layers: int, max_length: int, batch_size: int):
-        self.n_layers, self.max_length = n_layers, max_length
-        self.k = self.v = None                                     # (n_layers, B, n_heads, max_length, d_head)
-        self._mask = None                                          # this step's attention mask, shared by the layers
-        self.lengths = torch.zeros(batch_size, dtype=torch.long)   # positions filled, per row
-        self.active = torch.ones(batch_size, dtype=torch.bool)     # rows still generating: only they advance
-        self.row = None                                            # the one row being filled, or None: a step
-        self.n_rows = batch_size                                   # ...over the first n_rows rows
-
-    def select(self, row: int | None, n_rows: int | None = None) -> "SlotKVCache":
-        "Make the next forward passes write row `row` alone (a prompt), or the first `n_rows` rows (default: all) one token each."
-        self.row, self._mask = row, None
-        self.n_rows = len(self.lengths) if n_rows is None else n_rows
-        return self
-
-    def reset(self, row: int):
-        "Empty a slot for a new sequence."
-        self.lengths[row], self.active[row], self._mask = 0, True, None
-
-    def finish(self, row: int):
-        "Freeze a finished row: later steps still feed it a token (the batch keeps its shape) but it never grows."
-        self.active[row] = False
-
-    def move(self, src: int, dst: int):
-        "Copy slot `src` into slot `dst`, so that a server can keep its live sequences in the first rows."
-        n = int(self.lengths[src])
-        if self.k is not None:
-            self.k[:, dst, :, :n] = self.k[:, src, :, :n]
-            self.v[:, dst, :, :n] = self.v[:, src, :, :n]
-        self.lengths[dst], self.active[dst], self._mask = self.lengths[src], self.active[src], None
-
-    def _next_positions(self) -> Tensor:   # (n_rows,) where each row writes its next token; frozen rows overwrite a spare one
-        return self.lengths[:self.n_rows].clamp(max=self.max_length - 1)
-
-    @property
-    def length(self) -> int:
-        return int(self.lengths[self.row]) if self.row is not None else int(self.lengths[:self.n_rows].max())
-
-    def position_ids(self, n_tokens: int, device=None) -> Tensor:
-        if self.row is not None: return super().position_ids(n_tokens, device)               # (T,)
-        if n_tokens != 1: raise ValueError("a step over all rows feeds one token per row")
-        return self._next_positions().to(device).view(-1, 1)                                 # (B, 1)
-
-    def attn_mask(self, n_queries: int) -> Tensor | None:
-        if self.row is not None: return None                       # one row alone: plain causal
-        if self._mask is None:                                     # once per step; every layer uses the same
-            pos = self._next_positions()
-            keys = torch.arange(int(pos.max()) + 1, device=pos.device)
-            self._mask = (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]             # (B, 1, 1, T_k)
-        return self._mask
-
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        B, nh, T, hs = k.shape
-        if self.k is None:
-            shape = (self.n_layers, len(self.lengths), nh, self.max_length, hs)
-            self.k, self.v = k.new_zeros(shape), k.new_zeros(shape)
-            self.lengths, self.active = self.lengths.to(k.device), self.active.to(k.device)
-        if self.row is not None:                                   # a prompt (or more tokens) for one row
-            start = int(self.lengths[self.row])
-            if start + T > self.max_length:
-                raise ValueError(f"the sequence would be {start + T} tokens long, more than max_length={self.max_length}")
-            self.k[layer, self.row, :, start:start + T] = k[0]
-            self.v[layer, self.row, :, start:start + T] = v[0]
-            return self.k[layer, self.row:self.row + 1, :, :start + T], self.v[layer, self.row:self.row + 1, :, :start + T]
-        if B != self.n_rows: raise ValueError(f"this step covers {self.n_rows} rows, got {B}")
-        lengths, active = self.lengths[:B], self.active[:B]
-        if bool((lengths[active] >= self.max_length).any()):
-            raise ValueError(f"a row would be {int(lengths.max()) + 1} tokens long, more than max_length={self.max_length}")
-        rows, pos = torch.arange(B, device=k.device), self._next_positions()
-        self.k[layer, rows, :, pos] = k[:, :, 0]                   # row b writes at its own position
-        self.v[layer, rows, :, pos] = v[:, :, 0]
-        end = int(pos.max()) + 1
-        return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
-
-    def advance(self, n_tokens: int):
-        if self.row is not None: self.lengths[self.row] += n_tokens
-        else: self.lengths[:self.n_rows] += self.active[:self.n_rows].long()
-        self._mask = None

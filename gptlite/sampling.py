@@ -14,11 +14,10 @@ from torch import Tensor
 from .tokenizer import unicode_to_bytes
 
 # %% auto #0
-__all__ = ['CREATIVE_PROMPTS', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
-           'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Decoder',
-           'weights_version', 'decoder_for', 'Piece', 'Completion', 'encode_prompt', 'check_sampling_args', 'Sequence',
-           'pick_tokens', 'stream_generate', 'generate', 'next_token_candidates', 'plot_candidates', 'Playground',
-           'quantize_int8', 'weights_size', 'latest_checkpoint', 'build_parser', 'main']
+__all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits', 'sample_next',
+           'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Piece', 'encode_prompt',
+           'check_sampling_args', 'Sequence', 'pick_tokens', 'sample', 'next_token_candidates', 'plot_candidates',
+           'Playground']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -158,77 +157,6 @@ def draw(ids: Tensor | None,  # (B, K) candidate ids, or None: the candidates ar
     j = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.size(-1) - 1)   # never a zero-probability token
     return (ids.gather(-1, j) if ids is not None else j).squeeze(-1)
 
-# %% ../nbs/05_sampling.ipynb #bb1d76f3
-import weakref
-
-import torch.nn.functional as F
-
-from .attention import SlotKVCache
-
-class Decoder:
-    "The model's forward pass for one new token per row, with weights laid out for products with a single row."
-    def __init__(self, model,                  # a `GPT`; its weights are copied (transposed), not changed
-                 parts: int | None = None):    # slices of each product's inner dimension (default: one per thread)
-        c, device = model.config, model.tok_emb.weight.device
-        if parts is None:
-            threads = torch.get_num_threads() if device.type == "cpu" else 1
-            parts = max(p for p in range(1, threads + 1) if c.d_model % p == 0 and c.d_ff % p == 0)
-        self.config, self.parts = c, parts
-        self.tok_emb = model.tok_emb.weight                                      # shared, not copied
-        self.pos = model.pos_emb.weight if c.pos_encoding == "learned" else model.pos_table
-        norm = lambda ln: (ln.weight, ln.bias)
-        self.blocks = [dict(ln_1=norm(b.ln_1), qkv=self.pack(b.attn.qkv), proj=self.pack(b.attn.proj),
-                            ln_2=norm(b.ln_2), fc=self.pack(b.mlp.fc), fc_proj=self.pack(b.mlp.proj))
-                       for b in model.blocks]
-        self.ln_f, self.lm_head = norm(model.ln_f), self.pack(model.lm_head)
-        self.version = weights_version(model)
-
-    def pack(self, linear) -> tuple[Tensor, Tensor | None]:
-        "The weight as `parts` slices of its transpose, (P, in/P, out), and the bias (a quantized layer stays as it is)."
-        if not isinstance(linear, torch.nn.Linear): return linear           # int8 (`quantize_int8`): its own kernel
-        out_features, in_features = linear.weight.shape
-        w = linear.weight.detach().t().reshape(self.parts, in_features // self.parts, out_features).contiguous()
-        return w, (linear.bias.detach() if linear.bias is not None else None)
-
-    def linear(self, x: Tensor, packed) -> Tensor:   # (B, in) -> (B, out)
-        if isinstance(packed, torch.nn.Module): return packed(x)
-        w, b = packed
-        B, n = x.shape
-        y = torch.bmm(x.view(B, self.parts, n // self.parts).transpose(0, 1), w).sum(0)   # (P, B, out) summed
-        return y.add_(b) if b is not None else y
-
-    @torch.no_grad()
-    def step(self, tokens: Tensor,           # (B,) the newest token of each row
-             cache: SlotKVCache,             # filled with each row's past; `select(row)` for one row, `select(None)` for all
-            ) -> Tensor:                     # (B, V) next-token logits
-        c = self.config
-        B, C, nh = tokens.size(0), c.d_model, c.n_heads
-        pos = cache.position_ids(1, tokens.device).view(-1)                     # (B,) each row's position
-        x = self.tok_emb[tokens] + self.pos[pos]                                # (B, C)
-        mask = cache.attn_mask(1)                                               # rows of different lengths, or None
-        for i, blk in enumerate(self.blocks):
-            h = F.layer_norm(x, (C,), *blk["ln_1"], c.layer_norm_eps)
-            q, k, v = self.linear(h, blk["qkv"]).view(B, 3, nh, 1, C // nh).unbind(1)   # each (B, nh, 1, hs)
-            k, v = cache.update(i, k, v)                                        # (B, nh, T_k, hs)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)         # (B, nh, 1, hs)
-            x = x + self.linear(y.view(B, C), blk["proj"])                      # heads side by side: (B, C)
-            h = F.layer_norm(x, (C,), *blk["ln_2"], c.layer_norm_eps)
-            x = x + self.linear(F.gelu(self.linear(h, blk["fc"])), blk["fc_proj"])
-        cache.advance(1)
-        return self.linear(F.layer_norm(x, (C,), *self.ln_f, c.layer_norm_eps), self.lm_head)
-
-def weights_version(model) -> tuple:
-    "Changes whenever a weight is modified in place or replaced (an optimizer step, `load_state_dict`)."
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
-
-_decoders = weakref.WeakKeyDictionary()     # model -> its Decoder; dropped with the model
-
-def decoder_for(model) -> Decoder:
-    "The model's `Decoder`, built on first use and rebuilt when the weights have changed."
-    d = _decoders.get(model)
-    if d is None or d.version != weights_version(model): d = _decoders[model] = Decoder(model)
-    return d
-
 # %% ../nbs/05_sampling.ipynb #5b068edb
 import builtins
 from dataclasses import dataclass, field
@@ -245,16 +173,6 @@ class Piece:
     logprob: float | None = None                     # under the model's distribution (before temperature etc.)
     top_logprobs: dict[int, float] | None = None     # the most likely alternatives, when asked for
     finish_reason: str | None = None                 # "stop" or "length" on the row's last piece
-
-@dataclass
-class Completion:
-    "A finished generation for one prompt."
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top_logprobs: list[dict[int, float]] = field(default_factory=list)
-    finish_reason: str = "length"
-    prompt_tokens: int = 0
 
 def encode_prompt(tokenizer, prompt: str | list[int]) -> list[int]:
     "Token ids of a prompt given as text or ids; an empty prompt starts from the end-of-text token, as GPT-2 does."
@@ -305,74 +223,42 @@ def pick_tokens(logits: Tensor,                    # (A, V) the rows' next-token
         chosen = draw(candidates, probs, uniforms)
     return chosen, logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
 
-# %% ../nbs/05_sampling.ipynb #fe782bc5
+# %% ../nbs/05_sampling.ipynb #d0e85ff5
 @torch.no_grad()
-def stream_generate(model, tokenizer,
-                    prompts: str | list[str] | list[list[int]], # one prompt or several (any lengths), text or token ids
-                    max_new_tokens: int = 100,
-                    temperature: float = 1.0,         # 0: greedy
-                    top_k: int = 0,                   # 0: off
-                    top_p: float = 1.0,               # 1: off
-                    repetition_penalty: float = 1.0,  # 1: off
-                    do_sample: bool = True,           # False: greedy, as temperature=0
-                    seed: int | None = None,          # row b draws with seed + b; None: a random seed
-                    stop: str | list[str] | None = None, # stop strings, left out of the text
-                    top_logprobs: int = 0,            # also report this many most likely alternatives per token
-                    table: list[bytes] | None = None, # token_bytes_table(tokenizer), to reuse between calls
-                   ) -> Iterator[Piece]:
-    "Generate from each prompt, yielding text pieces as they become safe to show; every row ends with a finish_reason."
+def sample(model, tokenizer,
+           prompt: str | list[int],             # text, or token ids
+           max_new_tokens: int = 100,
+           temperature: float = 1.0,            # 0: greedy
+           top_k: int = 0,                      # 0: off
+           top_p: float = 1.0,                  # 1: off
+           repetition_penalty: float = 1.0,     # 1: off
+           seed: int | None = None,             # None: a random seed
+           stop: str | list[str] | None = None, # stop strings, left out of the text
+           table: list[bytes] | None = None,    # token_bytes_table(tokenizer), to reuse between calls
+          ) -> Iterator[Piece]:
+    "Generate from one prompt with the model's forward pass and KV cache, yielding text as it becomes safe to show."
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts: raise ValueError("prompts is empty: give at least one prompt")
-    greedy = temperature == 0 or not do_sample
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    table = table or token_bytes_table(tokenizer)
-    device, V, ctx = model.tok_emb.weight.device, model.config.vocab_size, model.config.max_length
-    B = len(prompts)
-    ids = [encode_prompt(tokenizer, p) for p in prompts]
-    for i, p in enumerate(ids):
-        if len(p) >= ctx: raise ValueError(f"prompt {i} is {len(p)} tokens long; the model's context is {ctx} tokens, "
-                                           f"leaving no room to generate: shorten it")
+    ids, context = encode_prompt(tokenizer, prompt), model.config.max_length
+    if len(ids) >= context: raise ValueError(f"the prompt is {len(ids)} tokens long; the model's context is {context} "
+                                             f"tokens, leaving no room to generate: shorten it")
+    device = model.tok_emb.weight.device
     if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
-    penalise = repetition_penalty != 1.0
-    seen = torch.zeros(B, V, dtype=torch.bool, device=device) if penalise else None   # (B, V) tokens in each row
-    seqs = [Sequence(b, p, table, eot, stop, max_new_tokens, ctx) for b, p in enumerate(ids)]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    row = Sequence(0, ids, table or token_bytes_table(tokenizer), eot, stop, max_new_tokens, context)
+    seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)   # (1, V) for the penalty
+    seen[0, ids] = True
     model.eval()
-    decoder, cache = decoder_for(model), SlotKVCache(model.config.n_layers, ctx, B)
-    last_logits = torch.empty(B, V, device=device)
-    for b, p in enumerate(ids):                                   # prompts: one at a time into their slots
-        x = torch.tensor([p], device=device)
-        last_logits[b] = model(x, kv_cache=cache.select(b), logits_to_keep=1)[0][0, -1]
-        if penalise: seen[b, x[0]] = True
-    cache.select(0 if B == 1 else None)          # one row: its slot alone, no index writes or masks
-    alive = list(range(B))
-    while alive:
-        logits = last_logits[alive].float()                                   # (A, V)
-        chosen, logp = pick_tokens(logits, [gens[b] for b in alive], temperature, top_k, top_p, repetition_penalty,
-                                   seen[alive] if penalise else None, greedy)
-        if penalise: seen[alive, chosen] = True
-        if top_logprobs: top = torch.topk(torch.log_softmax(logits, -1), top_logprobs, dim=-1)
-        for i, (b, token, lp) in enumerate(zip(alive, chosen.tolist(), logp.tolist())):
-            alts = dict(zip(top.indices[i].tolist(), top.values[i].tolist())) if top_logprobs else None
-            yield seqs[b].accept(token, lp, alts)
-            if seqs[b].finish_reason: cache.finish(b)
-        alive = [b for b in alive if seqs[b].finish_reason is None]
-        if not alive: break
-        # one step for all rows; finished rows are fed their last token too, but are frozen and never read
-        last_logits = decoder.step(torch.tensor([s.ids[-1] for s in seqs], device=device), cache)   # (B, V)
-
-def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
-    "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
-    ids = [encode_prompt(tokenizer, p) for p in ([prompts] if isinstance(prompts, str) else prompts)]   # encoded once
-    done = [Completion("", prompt_tokens=len(p)) for p in ids]
-    for piece in stream_generate(model, tokenizer, ids, **kwargs):
-        c = done[piece.row]
-        c.text += piece.text
-        c.token_ids.append(piece.token_id); c.logprobs.append(piece.logprob)
-        if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
-        if piece.finish_reason: c.finish_reason = piece.finish_reason
-    return done
+    cache = model.new_kv_cache()
+    x = torch.tensor([ids], device=device)                                  # (1, T): the whole prompt, once
+    while True:
+        logits = model(x, kv_cache=cache, logits_to_keep=1)[0][:, -1]       # (1, V) next-token logits
+        token, logprob = pick_tokens(logits, [generator], temperature, top_k, top_p, repetition_penalty, seen)
+        piece = row.accept(int(token), float(logprob))
+        yield piece
+        if piece.finish_reason: return
+        seen[0, token] = True
+        x = token.view(1, 1)                                                # (1, 1): only the new token
 
 # %% ../nbs/05_sampling.ipynb #ca00f599
 def next_token_candidates(model, tokenizer, prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -433,7 +319,7 @@ class Playground:
         import html
         self.text = ""
         try:
-            for piece in stream_generate(self.model, self.tokenizer, self.prompt.value, seed=self.seed.value,
+            for piece in sample(self.model, self.tokenizer, self.prompt.value, seed=self.seed.value,
                                          max_new_tokens=self.max_new_tokens.value, table=self.table, **self.settings()):
                 self.text += piece.text
                 self.output.value = f"<pre style='white-space: pre-wrap'><b>{html.escape(self.prompt.value)}</b>{html.escape(self.text)}</pre>"
@@ -448,103 +334,3 @@ class Playground:
             clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(7, 2.6)); plot_candidates(self.candidates, ax); fig.tight_layout()
             display(fig); plt.close(fig)
-
-# %% ../nbs/05_sampling.ipynb #b0c0555b
-import copy
-import io
-import warnings
-
-def quantize_int8(model) -> "GPT":
-    "A copy of `model` for CPU inference whose linear layers hold int8 weights (dynamic quantization)."
-    from torch.ao.quantization import quantize_dynamic
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")              # its deprecation notices point to torchao, not installed here
-        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
-
-def weights_size(model) -> int:
-    "Bytes of the model's weights as `torch.save` writes them (a tied matrix once)."
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
-
-# %% ../nbs/05_sampling.ipynb #985032c8
-import argparse
-from pathlib import Path
-
-from .data import CLIParser
-from .model import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
-
-CREATIVE_PROMPTS = ["Once upon a time", "The old lighthouse keeper", "In the morning, the baker",
-                    "She opened the letter and"]
-
-def latest_checkpoint(root: str | Path = "saved_models") -> Path:
-    "The most recently written checkpoint directory under `root` (a run directory holds its best model)."
-    root = Path(root)
-    found = [p.parent for p in root.glob("**/" + WEIGHTS_NAME) if (p.parent / CONFIG_NAME).is_file()] if root.is_dir() else []
-    found = [d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)]  # half-written
-    found = [d for d in found if not (d.name == "last" and (d.parent / WEIGHTS_NAME).is_file())]  # a run's best, not last/
-    if not found: raise FileNotFoundError(f"no checkpoint under {root}/: train one with `gptlite-train`, or pass --checkpoint DIR")
-    return max(found, key=lambda d: (d / WEIGHTS_NAME).stat().st_mtime)
-
-def build_parser() -> argparse.ArgumentParser:
-    p = CLIParser(prog="gptlite-generate", description="Generate text with a trained gptlite model.")
-    p.add_argument("--checkpoint", help="a checkpoint or run directory (default: the newest under saved_models/)")
-    p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
-    p.add_argument("--interactive", action="store_true", help="prompt loop; an empty line or Ctrl-D quits")
-    p.add_argument("--creative", action="store_true", help="samples for a few built-in creative-writing prompts")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; 0.1 conservative ... 1.5 creative")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (1: off)")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=None, help="sample i uses seed + i (default: random)")
-    p.add_argument("--stop", nargs="+", default=None, help="stop strings (backslash escapes like \\n work)")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print text as it is generated")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: int8 linear layers (CPU)")
-    return p
-
-def _print_samples(model, tok, prompt: str, args, table):
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              repetition_penalty=args.repetition_penalty, stop=args.stop, table=table)
-    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    if args.stream:
-        for i in range(args.num_samples):
-            if args.num_samples > 1: print(f"--- sample {i + 1} ---")
-            print(prompt, end="", flush=True)
-            for piece in stream_generate(model, tok, prompt, seed=seed + i, **kw): print(piece.text, end="", flush=True)
-            print()
-    else:
-        for i, c in enumerate(generate(model, tok, [prompt] * args.num_samples, seed=seed, **kw)):
-            if args.num_samples > 1: print(f"--- sample {i + 1} ---")
-            print(prompt + c.text)
-
-def main(argv: list[str] | None = None):
-    "Command line entry point of `gptlite-generate`."
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.interactive and args.creative: parser.error("--interactive and --creative cannot be used together")
-    if args.num_samples < 1: parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
-    if args.stop: args.stop = [codecs.decode(s, "unicode_escape") for s in args.stop]
-    try:
-        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
-        if args.quantize == "int8" and args.device != "cpu": raise ValueError("--quantize int8 runs on the CPU only")
-        model, tok = load_checkpoint(args.checkpoint or latest_checkpoint(), device=args.device)
-        if args.quantize == "int8": model = quantize_int8(model)
-        table = token_bytes_table(tok)
-        if args.creative:
-            for prompt in CREATIVE_PROMPTS:
-                print(f"=== {prompt} ===")
-                _print_samples(model, tok, prompt, args, table)
-        elif args.interactive:
-            while True:
-                try: prompt = input(">>> ")
-                except EOFError: break
-                if not prompt: break
-                _print_samples(model, tok, prompt, args, table)
-        else: _print_samples(model, tok, args.prompt, args, table)
-    except (ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"gptlite-generate: error: {e}\n")
-
-if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()

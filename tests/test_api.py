@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 from schemathesis.checks import positive_data_acceptance
 
 from gptlite.api import main
-from gptlite.sampling import generate
+from gptlite.engine import generate
 
 from conftest import TINY_CONTEXT, TINY_STEPS, copy_run, free_port, run_main
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from gptlite.app import PRESETS, export_csv, export_json, export_txt, list_runs, load_metrics, prob_color, token_html, TokenInfo
 from gptlite.model import load_checkpoint
-from gptlite.sampling import generate
+from gptlite.engine import generate
 
 from conftest import ROOT, free_port
 

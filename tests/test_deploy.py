@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gptlite.model import load_checkpoint
-from gptlite.sampling import generate
+from gptlite.engine import generate
 
 from conftest import ROOT, free_port
 
