@@ -77,3 +77,49 @@ def test_pages_load_without_errors_figures_links_and_api_reference(site):
     broken = [h for h in sorted(internal) if httpx.get(h).status_code != 200]
     assert not broken, broken
     assert not problems, problems[:10]
+
+
+def test_display_math_gets_a_block_of_its_own_outside_code():
+    "Jupyter shows `$$...$$` as a display formula anywhere in a paragraph; arithmatex needs a block of its own."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("docs", ROOT / ".ci" / "docs.py")
+    docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(docs)
+    assert docs.display_math("so\n$$a = b$$\nthen") == "so\n\n\n$$a = b$$\n\n\nthen"
+    assert docs.display_math("$$\na\n\nb\n$$") == "\n\n$$\na\nb\n$$\n\n"              # a blank line would end the block
+    assert docs.display_math("- item $$x$$ more") == "- item \n\n    $$x$$\n\n    more"      # stays in the list item
+    for code in ["use `$$` here", "```sh\necho $$ $PWD\n```", "a \\$\\$5 note"]:
+        assert docs.display_math(code) == code
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_math_is_typeset_by_the_site_own_mathjax_and_nothing_comes_from_other_hosts(site):
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, out = site
+    requests, pages = [], {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.on("request", lambda r: requests.append(r.url))
+        for path in PAGES:
+            page.goto(url + path, wait_until="load")
+            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+            page.evaluate("() => MathJax.startup.promise.then(() => true)")      # every formula typeset
+            page.wait_for_load_state("networkidle")                              # and the fonts they asked for
+            pages[path] = page.evaluate("""() => ({
+                formulas: document.querySelectorAll("article .arithmatex").length,
+                typeset: document.querySelectorAll("article .arithmatex mjx-container").length,
+                display: document.querySelectorAll("article mjx-container[display='true']").length,
+                errors: document.querySelectorAll("article mjx-merror").length,
+                in_code: document.querySelectorAll("article pre mjx-container, article code mjx-container").length,
+                text: document.querySelector("article").innerText})""")
+        browser.close()
+    sampling = pages["sampling/"]                                  # $T$, $T < 1$, ... and one $$...$$ formula
+    assert sampling["formulas"] >= 5 and sampling["display"] >= 1, sampling["formulas"]
+    assert "$T$" not in sampling["text"] and "\\(T\\)" not in sampling["text"]
+    for path, found in pages.items():
+        assert (found["typeset"], found["errors"]) == (found["formulas"], 0), path   # all typeset, no TeX errors
+        assert not found["in_code"], path                                        # `$...$` in code stays code
+    assert any("/mathjax/output/chtml/fonts/" in u for u in requests)            # MathJax's fonts, from this site
+    other_hosts = sorted({u for u in requests if not u.startswith(url) and not u.startswith("data:")})
+    assert not other_hosts, other_hosts
