@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the terminal bar: bars are shown only in a terminal (a bar saved in a notebook stays frozen)
 
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
@@ -270,7 +270,7 @@ def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, c
 
     with open(out / "train.bin", "wb") as ftrain, open(out / "val.bin", "wb") as fval, \
          tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
-              disable=not (progress and sys.stderr.isatty())) as bar:   # a bar saved in a notebook stays frozen
+              disable=not (progress and sys.stderr.isatty())) as bar:   # only in a terminal
         outs = dict(train=ftrain, val=fval)
         for f in files:
             for text in iter_text_chunks(f, chunk_bytes):
@@ -329,8 +329,8 @@ def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder
                             f"use another output folder or the same vocab_size")
     else:
         start = time.time()
-        tok = train_tokenizer(training_text(files, val_fraction), vocab_size,
-                              show_progress=progress and sys.stdout.isatty())   # in a notebook it prints blank lines
+        tok = train_tokenizer(training_text(files, val_fraction), vocab_size,   # the trainer's bar draws on stderr;
+                              show_progress=progress and sys.stderr.isatty())   # in a notebook it would print blank lines
         # The tokenizer may have fewer than `vocab_size` tokens: merges stop when no pair occurs twice.
         info = dict(vocab_size=vocab_size, n_tokens=len(tok), seconds=round(time.time() - start, 3),
                     corpus_bytes=sum(f.stat().st_size for f in files))

@@ -271,3 +271,18 @@ def test_default_data_is_yours_else_shipped(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path / "data")                    # run from elsewhere: a clear error, not a traceback
     code, _, err = run_main(main, ["--out", "run4", "--quiet"], capsys)
     assert code == 2 and "data/ does not exist here" in err
+
+
+def test_no_progress_bars_off_a_terminal(tmp_path, capfd):
+    # progress=True, but stderr is not a terminal (a notebook, a log file): neither tqdm's bar nor the tokenizer
+    # trainer's (drawn by Rust straight onto file descriptor 2) may appear, or the saved output holds a frozen bar
+    prepare(SAMPLE, tmp_path / "run", vocab_size=400, progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_prepare_trains_the_tokenizer_on_the_training_split_only(tmp_path):
+    # a word found only in the validation split (the last 10%) gets no merges, so it is spelled in many pieces
+    write(tmp_path / "c.txt", "common words here\n" * 90 + "zyzzyvaquux words\n" * 10)
+    tok, td = prepare(tmp_path / "c.txt", tmp_path / "run", vocab_size=300, progress=False)
+    assert len(tok.encode("zyzzyvaquux")) > 3 and len(tok.encode("common")) == 1
