@@ -1,4 +1,5 @@
 "Attention and model tests: SDPA equivalence, KV cache, config validation, checkpoints, exact Hugging Face export."
+import dataclasses
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from gptlite.attention import CausalSelfAttention, KVCache, attention_by_hand, causal_mask
-from gptlite.model import GPT, GPTConfig, export_hf, from_hf, load_checkpoint, param_table, save_checkpoint, to_hf
+from gptlite.model import ACTIVATIONS, GPT, GPTConfig, export_hf, from_hf, load_checkpoint, param_table, save_checkpoint, to_hf
 
 
 def small_config(**kw):
@@ -39,7 +40,8 @@ def test_attention_weights_are_causal_distributions():
 def test_config_validation():
     for kw, msg in [(dict(d_model=250, n_heads=4), "divisible by n_heads"), (dict(n_heads=0), "n_heads must be a positive"),
                     (dict(max_length=-1), "max_length must be a positive"), (dict(dropout=1.0), "dropout must be in"),
-                    (dict(pos_encoding="alibi"), "pos_encoding must be"), (dict(vocab_size=2.5), "vocab_size must be a positive")]:
+                    (dict(pos_encoding="alibi"), "pos_encoding must be"), (dict(vocab_size=2.5), "vocab_size must be a positive"),
+                    (dict(activation="gelu_new"), "activation must be one of 'gelu', 'gelu_tanh'")]:
         with pytest.raises(ValueError, match=msg):
             GPTConfig(**kw)
     c = GPTConfig()
@@ -183,7 +185,8 @@ def test_checkpoint_errors(tok, tmp_path):
         load_checkpoint(bad)
 
 
-@pytest.mark.parametrize("kw", [{}, {"pos_encoding": "learned"}, {"bias": False}, {"d_ff": 100, "n_heads": 2}])
+@pytest.mark.parametrize("kw", [{}, {"pos_encoding": "learned"}, {"bias": False}, {"d_ff": 100, "n_heads": 2},
+                                {"activation": "gelu_tanh"}])
 def test_hf_logits_equal(kw):
     torch.manual_seed(0)
     model = GPT(small_config(**kw)).eval()
@@ -193,7 +196,7 @@ def test_hf_logits_equal(kw):
     hf = to_hf(model)
     torch.testing.assert_close(hf(idx).logits, model(idx)[0], atol=1e-4, rtol=1e-4)
     back = from_hf(hf)
-    assert back.config.pos_encoding == model.config.pos_encoding
+    assert back.config == dataclasses.replace(model.config, bias=True)   # a model without biases comes back with zero ones
     torch.testing.assert_close(back(idx)[0], model(idx)[0], atol=1e-4, rtol=1e-4)
 
 
@@ -230,3 +233,93 @@ def test_recover_checkpoint_after_a_crash_between_the_renames(tok, tmp_path):
     load_checkpoint(tmp_path / "ckpt")
     (tmp_path / ".ckpt.tmp-3").mkdir()                                 # a first save cut short: only removed
     assert recover_checkpoint(tmp_path / "ckpt") is None and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_mlp_uses_the_configured_activation():
+    for name, act in ACTIVATIONS.items():
+        mlp = GPT(small_config(activation=name)).blocks[0].mlp
+        x = torch.randn(3, 64)
+        torch.testing.assert_close(mlp(x), mlp.proj(act(mlp.fc(x))))
+    x = torch.linspace(-4, 4, 101)
+    torch.testing.assert_close(ACTIVATIONS["gelu_tanh"](x), 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3))))
+    assert not torch.equal(ACTIVATIONS["gelu"](x), ACTIVATIONS["gelu_tanh"](x))
+
+
+def test_old_checkpoint_without_activation_loads_as_gelu(tok, tmp_path):
+    model = GPT(small_config()).eval()
+    path = save_checkpoint(tmp_path / "ckpt", model, tok)
+    config = json.loads((path / "config.json").read_text())
+    assert config.pop("activation") == "gelu"
+    (path / "config.json").write_text(json.dumps(config))                # as gptlite wrote it before the field
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.activation == "gelu"
+    idx = torch.randint(0, 1000, (2, 10))
+    torch.testing.assert_close(loaded(idx)[0], model(idx)[0])
+
+
+def gpt2_config(**kw):
+    "GPT-2 small's settings (tanh GELU, epsilon 1e-5, tied, learned positions) at tiny sizes."
+    from transformers import GPT2Config
+    return GPT2Config(**{**dict(vocab_size=300, n_positions=64, n_layer=2, n_head=4, n_embd=64, activation_function="gelu_new",
+                                layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=299, eos_token_id=299), **kw})
+
+
+def random_gpt2(**kw):
+    from transformers import GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(gpt2_config(**kw)).eval()
+    with torch.no_grad():                           # every weight random, norms and biases included
+        for p in hf.parameters():
+            torch.nn.init.normal_(p, 0, 0.1) if p.dim() > 1 else torch.nn.init.normal_(p, 0.5, 0.2)
+    return hf
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({}, dict(activation="gelu_tanh", d_ff=256, layer_norm_eps=1e-5, pos_encoding="learned")),
+    ({"activation_function": "gelu_pytorch_tanh"}, dict(activation="gelu_tanh")),
+    ({"activation_function": "gelu"}, dict(activation="gelu")),
+    ({"n_inner": 100, "layer_norm_epsilon": 1e-3}, dict(d_ff=100, layer_norm_eps=1e-3)),
+    ({"reorder_and_upcast_attn": True, "attn_implementation": "eager"}, dict(activation="gelu_tanh")),
+])
+def test_from_hf_runs_gpt2_settings(kw, expected):
+    hf = random_gpt2(**kw)
+    model = from_hf(hf)
+    for k, v in expected.items(): assert getattr(model.config, k) == v, k
+    idx = torch.randint(0, 300, (3, 50))
+    torch.testing.assert_close(model(idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-4)
+    back = to_hf(model)                                  # and the round trip
+    assert back.config.activation_function == {"gelu_tanh": "gelu_new", "gelu": "gelu"}[model.config.activation]
+    assert (back.config.n_inner, back.config.layer_norm_epsilon) == (model.config.d_ff, model.config.layer_norm_eps)
+    theirs, again = hf.state_dict(), back.state_dict()
+    assert set(again) == set(theirs)
+    for k in theirs: torch.testing.assert_close(again[k], theirs[k], msg=k)
+    torch.testing.assert_close(back(idx).logits, hf(idx).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"scale_attn_weights": False}, "scale_attn_weights=False is not supported"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True is not supported"),
+    ({"activation_function": "relu"}, "activation_function='relu' is not supported"),
+    ({"add_cross_attention": True}, "add_cross_attention=True is not supported"),
+    ({"tie_word_embeddings": False}, r"lm_head.weight differs from transformer.wte.weight \(tie_word_embeddings=False\)"),
+])
+def test_from_hf_refuses_what_it_cannot_run(kw, message):
+    with pytest.raises(ValueError, match=message):
+        from_hf(random_gpt2(**kw))
+
+
+def test_from_hf_is_strict(monkeypatch):
+    hf = random_gpt2()
+    attn = hf.transformer.h[0].attn                      # older transformers keep the causal mask in the state dict
+    attn.register_buffer("bias", torch.ones(1, 1, 64, 64, dtype=torch.bool).tril())
+    attn.register_buffer("masked_bias", torch.tensor(-1e4))
+    idx = torch.randint(0, 300, (2, 20))
+    torch.testing.assert_close(from_hf(hf)(idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-4)
+    hf.transformer.h[1].mlp.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))   # a tensor with no home
+    with pytest.raises(ValueError, match=r"gptlite has no place for transformer\.h\.1\.mlp\.extra"):
+        from_hf(hf)
+    del hf.transformer.h[1].mlp.extra
+    full = hf.state_dict()
+    monkeypatch.setattr(hf, "state_dict", lambda: {k: v for k, v in full.items() if k != "transformer.ln_f.bias"})
+    with pytest.raises(ValueError, match="the GPT-2 model has no transformer.ln_f.bias"):
+        from_hf(hf)
