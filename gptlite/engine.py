@@ -113,6 +113,8 @@ import weakref
 
 import torch.nn.functional as F
 
+from .model import ACTIVATIONS
+
 
 class Decoder:
     "The model's forward pass for one new token per row, with weights laid out for products with a single row."
@@ -130,6 +132,7 @@ class Decoder:
                             ln_2=norm(b.ln_2), fc=self.pack(b.mlp.fc), fc_proj=self.pack(b.mlp.proj))
                        for b in model.blocks]
         self.ln_f, self.lm_head = norm(model.ln_f), self.pack(model.lm_head)
+        self.activation = ACTIVATIONS[c.activation]                              # GELU, exact or tanh (GPT-2's)
         self.version = weights_version(model)
 
     def pack(self, linear) -> tuple[Tensor, Tensor | None]:
@@ -162,7 +165,7 @@ class Decoder:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)         # (B, nh, 1, hs)
             x = x + self.linear(y.view(B, C), blk["proj"])                      # heads side by side: (B, C)
             h = F.layer_norm(x, (C,), *blk["ln_2"], c.layer_norm_eps)
-            x = x + self.linear(F.gelu(self.linear(h, blk["fc"])), blk["fc_proj"])
+            x = x + self.linear(self.activation(self.linear(h, blk["fc"])), blk["fc_proj"])
         cache.advance(1)
         return self.linear(F.layer_norm(x, (C,), *self.ln_f, c.layer_norm_eps), self.lm_head)
 

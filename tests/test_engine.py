@@ -13,7 +13,8 @@ from gptlite.sampling import sample
 from conftest import TINY_CONTEXT, run_main
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(pos_encoding="learned", bias=False), dict(n_heads=2, d_ff=96)])
+@pytest.mark.parametrize("kw", [dict(), dict(pos_encoding="learned", bias=False), dict(n_heads=2, d_ff=96),
+                                dict(activation="gelu_tanh")])
 @pytest.mark.parametrize("parts", [1, 2, 4])
 def test_decoder_step_equals_the_model_with_a_cache(kw, parts):
     torch.manual_seed(parts)
