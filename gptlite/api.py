@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from .engine import QueueFull, Request, Scheduler, quantize_int8
-from .sampling import Piece, encode_prompt, token_bytes_table
+from .sampling import Piece, check_sampling_args, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
 # %% auto #0

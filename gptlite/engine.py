@@ -419,7 +419,7 @@ import copy
 import io
 import warnings
 
-def quantize_int8(model) -> "GPT":
+def quantize_int8(model):
     "A copy of `model` for CPU inference whose linear layers hold int8 weights (dynamic quantization)."
     from torch.ao.quantization import quantize_dynamic
     with warnings.catch_warnings():
@@ -434,7 +434,7 @@ def weights_size(model) -> int:
 
 # %% ../nbs/07_engine.ipynb #985032c8
 import argparse
-from pathlib import Path
+import codecs
 
 from .data import CLIParser
 from .model import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
