@@ -177,7 +177,7 @@ class ServerSettings:
     max_prompt_tokens: int | None = None # per prompt (default and at most: the model's context minus one)
     max_new_tokens: int = 1024           # per request (and never past the model's context)
     stream_interval: float = 0.02        # seconds between a stream's writes after its first (0: one per token)
-    quantize: str = "none"               # "int8": int8 linear layers (CPU), see `05_sampling`
+    quantize: str = "none"               # "int8": int8 linear layers (CPU), see `07_engine`
     model_name: str | None = None        # the id under /v1/models (default: the checkpoint directory's name)
     device: str = "cpu"
 
