@@ -369,3 +369,30 @@ def test_patience_stops_a_run_that_only_memorises(tmp_path, monkeypatch):
     cfg = make_config("cpu", **{**PIECES, "max_iters": 100, "eval_interval": 5, "patience": 3})
     summary = train(cfg, SAMPLE, tmp_path / "run", progress=False)
     assert summary["stopped_by"] == "patience" and summary["step"] == 25 and summary["best_step"] == 10
+
+
+def test_token_probabilities_add_up_to_the_models_loss(tiny_model):
+    from gptlite.training import probability_html, text_scores, token_probabilities
+    model, tok = tiny_model
+    text = SAMPLE.read_text(encoding="utf-8")[:300]
+    pieces, probs = token_probabilities(model, tok, text)
+    ids = torch.tensor([tok.encode(text)])
+    assert "".join(pieces) == text and probs.shape == (ids.shape[1] - 1,)
+    model.eval()
+    loss = model(ids[:, :-1], ids[:, 1:])[1].item()
+    scores = text_scores(pieces, probs)
+    assert math.isclose(scores["loss"], loss, rel_tol=1e-4) and math.isclose(scores["ppl"], math.exp(loss), rel_tol=1e-4)
+    bpb = -probs.double().log().sum().item() / math.log(2) / len(text[len(pieces[0]):].encode())
+    assert math.isclose(scores["bpb"], bpb, rel_tol=1e-9)
+    page = probability_html([("<mine>", pieces, probs)], len(tok))
+    assert page.count('title="p = ') == len(pieces) - 1 and "&lt;mine&gt;" in page   # one span per prediction, escaped
+    with pytest.raises(ValueError, match="text must be 2 to"):
+        token_probabilities(model, tok, "a")                                            # one token: nothing to predict
+
+
+def test_orthogonalize_in_bf16_is_close_to_fp32():
+    from gptlite.training import orthogonalize
+    g = torch.randn(64, 192, generator=torch.Generator().manual_seed(0))
+    a, b = orthogonalize(g), orthogonalize(g, dtype=torch.bfloat16)
+    assert b.dtype == torch.float32                       # returned in the gradient's dtype
+    assert (a - b).abs().max() < 0.05
