@@ -643,7 +643,7 @@ def finish(run: Run, row: dict, stopped_by: str | None = None) -> dict:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
         import matplotlib.pyplot as plt
         plt.close(plot_metrics(run.out / "metrics.jsonl", run.out / "loss.png"))   # saved next to the checkpoint, not shown
-        run.log(f"done: {st.step} steps in {summary['elapsed_s']:.0f}s; average of the last losses {row['train_loss']:.4f}, "
+        run.log(f"done: {st.step} steps in {summary['elapsed_s']:.0f}s; last train loss estimate {row['train_loss']:.4f}, "
                 f"best val loss {st.best_val:.4f}")
     return summary
 
