@@ -25,6 +25,7 @@ playground's with `gptlite.sampling.sample`) and exits non-zero otherwise. When 
 server's log and saves what the browser showed as `app-failed.png` or `playground-failed.png` in the temp folder.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -53,10 +54,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
-    "Start `cmd` in a process group of its own (so that its children, such as a Jupyter kernel, stop with it)."
+@contextlib.contextmanager
+def serving(cmd: list[str], env: dict, log: Path, cwd: Path = ROOT):
+    "Run `cmd` in a process group of its own (its children, such as a Jupyter kernel, stop with it) for the block; on a failure print the end of its log."
     print("$", " ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try: yield proc
+    except BaseException:
+        print(f"the end of {Path(cmd[2]).name}'s log:\n{log.read_text()[-4000:]}", file=sys.stderr)
+        raise
+    finally: stop(proc)
 
 
 def stop(proc: subprocess.Popen):
@@ -115,10 +122,9 @@ def shoot_app(ckpt: str, out: Path, tmp: Path):
 
     tmp.mkdir(parents=True)
     port, log = free_port(), tmp / "streamlit.log"
-    proc = start([sys.executable, "-m", "streamlit", "run", "gptlite/app.py", "--server.headless", "true",
+    with serving([sys.executable, "-m", "streamlit", "run", "gptlite/app.py", "--server.headless", "true",
                   "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                  "--", "--checkpoint", ckpt], env_for_children(), log)
-    try:
+                  "--", "--checkpoint", ckpt], env_for_children(), log) as proc:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
         with sync_playwright() as p:
             browser = launch(p)
@@ -154,11 +160,6 @@ def shoot_app(ckpt: str, out: Path, tmp: Path):
         if not any(first_line.strip() in t for t in streamed):
             sys.exit(f"the app does not show the model's text; expected a line {first_line!r}, page: {streamed}")
         print(f"app: {shown}; page height {height} px -> {out}")
-    except Exception:
-        print(f"the end of streamlit's log:\n{log.read_text()[-4000:]}", file=sys.stderr)
-        raise
-    finally:
-        stop(proc)
 
 
 NOTEBOOK_CELL = """\
@@ -206,12 +207,11 @@ def shoot_playground(ckpt: str, out: Path, tmp: Path):
     tracker.write_text(json.dumps({"autoStartDefaultKernel": True}))      # else a "Select Kernel" dialog asks
     env = {**env_for_children(), "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(runtime)}
     port, token, log = free_port(), secrets.token_hex(16), tmp / "jupyter.log"
-    proc = start([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    with serving([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                   f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                   f"--LabApp.workspaces_dir={tmp / 'workspaces'}", f"--LabApp.user_settings_dir={tmp / 'settings'}"]
-                 + (["--allow-root"] if os.geteuid() == 0 else []), env, log, cwd=root)   # CI's container is root
-    base = f"http://127.0.0.1:{port}"
-    try:
+                 + (["--allow-root"] if os.geteuid() == 0 else []), env, log, cwd=root) as proc:   # CI's container is root
+        base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/api/status?token={token}", proc, log)
         with sync_playwright() as p:
             browser = launch(p)
@@ -250,11 +250,6 @@ def shoot_playground(ckpt: str, out: Path, tmp: Path):
         if " ".join(last.split()) != " ".join((PLAY_PROMPT + expected).split()):
             sys.exit(f"the playground does not show the model's text:\n{last!r}\nexpected\n{PLAY_PROMPT + expected!r}")
         print(f"playground: {len(last)} characters of text -> {out}")
-    except Exception:
-        print(f"the end of jupyter's log:\n{log.read_text()[-4000:]}", file=sys.stderr)
-        raise
-    finally:
-        stop(proc)
 
 
 def main():

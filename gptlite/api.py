@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from .engine import QueueFull, Request, Scheduler, quantize_int8
-from .sampling import Piece, check_sampling_args, encode_prompt, token_bytes_table
+from .sampling import Piece, check_prompt_fits, check_sampling_args, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
 # %% auto #0
@@ -309,9 +309,8 @@ class Server:
         if isinstance(prompt, list) and any(not 0 <= t < V for t in prompt):
             raise APIError(400, f"{prompt_field}: token ids must be in [0, {V})", prompt_field)
         ids = encode_prompt(self.tokenizer, self.encode(prompt) if isinstance(prompt, str) else prompt)
-        if len(ids) >= ctx:
-            raise APIError(400, f"{prompt_field} is {len(ids)} tokens long; the model's context is {ctx} tokens, "
-                                f"leaving no room to generate: shorten it", prompt_field)
+        try: check_prompt_fits(len(ids), ctx, prompt_field)
+        except ValueError as e: raise APIError(400, str(e), prompt_field) from None
         if self.settings.max_prompt_tokens and len(ids) > self.settings.max_prompt_tokens:
             raise APIError(400, f"{prompt_field} is {len(ids)} tokens long; this server takes at most "
                                 f"{self.settings.max_prompt_tokens}", prompt_field)

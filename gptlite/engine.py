@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from .attention import KVCache
-from .sampling import (Piece, Sequence, check_sampling_args, encode_prompt, pick_tokens, token_bytes_table)
+from .sampling import (Piece, Sequence, check_prompt_fits, check_sampling_args, encode_prompt, pick_tokens,
+                              token_bytes_table)
 from .tokenizer import EOT
 
 # %% auto #0
@@ -217,9 +218,7 @@ def stream_generate(model, tokenizer,
     device, V, ctx = model.tok_emb.weight.device, model.config.vocab_size, model.config.max_length
     B = len(prompts)
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    for i, p in enumerate(ids):
-        if len(p) >= ctx: raise ValueError(f"prompt {i} is {len(p)} tokens long; the model's context is {ctx} tokens, "
-                                           f"leaving no room to generate: shorten it")
+    for i, p in enumerate(ids): check_prompt_fits(len(p), ctx, f"prompt {i}")
     if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
     gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
     penalise = repetition_penalty != 1.0

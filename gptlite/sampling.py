@@ -16,8 +16,8 @@ from .tokenizer import unicode_to_bytes
 # %% auto #0
 __all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits', 'sample_next',
            'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Piece', 'encode_prompt',
-           'check_sampling_args', 'Sequence', 'pick_tokens', 'sample', 'next_token_candidates', 'plot_candidates',
-           'Playground']
+           'check_sampling_args', 'check_prompt_fits', 'Sequence', 'pick_tokens', 'sample', 'next_token_candidates',
+           'plot_candidates', 'Playground']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -187,6 +187,11 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
 
+def check_prompt_fits(n_tokens: int, context: int, name: str = "the prompt"):
+    "Raise ValueError unless a prompt of `n_tokens` tokens leaves room to generate in the model's `context`."
+    if n_tokens >= context: raise ValueError(f"{name} is {n_tokens} tokens long; the model's context is {context} tokens, "
+                                             f"leaving no room to generate: shorten it")
+
 class Sequence:
     "One row being generated: its tokens, its streamer and stop checker, and the rules that end it."
     def __init__(self, row: int, prompt_ids: list[int], table: list[bytes], eot: int, stop, max_new_tokens: int,
@@ -239,15 +244,16 @@ def sample(model, tokenizer,
     "Generate from one prompt with the model's forward pass and KV cache, yielding text as it becomes safe to show."
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     ids, context = encode_prompt(tokenizer, prompt), model.config.max_length
-    if len(ids) >= context: raise ValueError(f"the prompt is {len(ids)} tokens long; the model's context is {context} "
-                                             f"tokens, leaving no room to generate: shorten it")
+    check_prompt_fits(len(ids), context)
     device = model.tok_emb.weight.device
     if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
     generator = torch.Generator(device=device).manual_seed(seed)
     eot = tokenizer.convert_tokens_to_ids(EOT)
     row = Sequence(0, ids, table or token_bytes_table(tokenizer), eot, stop, max_new_tokens, context)
-    seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)   # (1, V) for the penalty
-    seen[0, ids] = True
+    seen = None                                                             # (1, V) tokens so far, for the penalty
+    if repetition_penalty != 1.0:
+        seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)
+        seen[0, ids] = True
     model.eval()
     cache = model.new_kv_cache()
     x = torch.tensor([ids], device=device)                                  # (1, T): the whole prompt, once
@@ -257,7 +263,7 @@ def sample(model, tokenizer,
         piece = row.accept(int(token), float(logprob))
         yield piece
         if piece.finish_reason: return
-        seen[0, token] = True
+        if seen is not None: seen[0, token] = True
         x = token.view(1, 1)                                                # (1, 1): only the new token
 
 # %% ../nbs/05_sampling.ipynb #ca00f599
