@@ -28,7 +28,7 @@ from .attention import CausalSelfAttention, KVCache
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'POS_SCALE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'HF_ACTIVATION', 'FROM_HF_ACTIVATION', 'HF_BUFFERS',
            'GPTConfig', 'sinusoidal_table', 'MLP', 'Block', 'GPT', 'param_table', 'fsync_path', 'write_model_files',
-           'save_checkpoint', 'recover_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
+           'save_checkpoint', 'load_checkpoint', 'to_hf', 'export_hf', 'from_hf']
 
 # %% ../nbs/03_model.ipynb #09a76fdb
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {   # the feed-forward network's nonlinearity, by name
@@ -232,7 +232,7 @@ def save_checkpoint(path: str | Path,            # the checkpoint directory to (
                    ) -> Path:
     """Write a checkpoint directory atomically: config.json, model.safetensors, tokenizer files, extras.
     A crash at any point leaves either the old or the new checkpoint, possibly under a temporary name that
-    `recover_checkpoint` puts back."""
+    `gptlite.training.recover_checkpoint` puts back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -253,22 +253,6 @@ def save_checkpoint(path: str | Path,            # the checkpoint directory to (
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
-def recover_checkpoint(path: str | Path) -> str | None:
-    """After a crash inside `save_checkpoint(path)`: put back the checkpoint its temporary folders hold, and remove
-    the rest. Returns what was done, or None when there was nothing to do."""
-    path = Path(path)
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    tmps = sorted(path.parent.glob(f".{path.name}.tmp-*"), key=lambda p: p.stat().st_mtime)
-    done = None
-    if not path.exists() and olds:
-        # path/ was renamed to old/ only once a tmp/ was complete and on disk: roll forward to the newest tmp/,
-        # or back to old/ if the crash came after tmp/ was renamed away (not possible while path/ is missing).
-        src = tmps[-1] if tmps else olds[-1]
-        os.rename(src, path); fsync_path(path.parent)
-        done = f"recovered {path} from {src.name}"
-    for p in olds + tmps:                          # incomplete new copies, or old copies already replaced
-        if p.exists(): shutil.rmtree(p, ignore_errors=True)
-    return done
 
 def load_checkpoint(path: str | Path,              # a directory written by `save_checkpoint`
                     device: str | torch.device = "cpu",

@@ -71,7 +71,7 @@ def main():
         killed = in_child(lambda: (patch_write_points(k), train(CFG, DATA, run, progress=False)))
         resumable = (run / "last" / "training_state.pt").is_file() or any(run.glob(".last.*"))
         def restart():
-            from gptlite.model import recover_checkpoint
+            from gptlite.training import recover_checkpoint
             recover_checkpoint(run / "last")
             train(CFG, DATA, run, progress=False, resume=(run / "last" / "training_state.pt").is_file())
         restarted = in_child(restart)

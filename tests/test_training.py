@@ -396,3 +396,17 @@ def test_orthogonalize_in_bf16_is_close_to_fp32():
     a, b = orthogonalize(g), orthogonalize(g, dtype=torch.bfloat16)
     assert b.dtype == torch.float32                       # returned in the gradient's dtype
     assert (a - b).abs().max() < 0.05
+
+
+def test_recover_checkpoint_after_a_crash_between_the_renames(tok, tmp_path):
+    from gptlite.model import GPT, GPTConfig, save_checkpoint
+    from gptlite.training import recover_checkpoint
+    model = GPT(GPTConfig(vocab_size=len(tok), max_length=16, n_layers=1, n_heads=2, d_model=16))
+    old = save_checkpoint(tmp_path / "ckpt", model, tok)
+    new = save_checkpoint(tmp_path / "new", model, tok)
+    os.rename(old, tmp_path / ".ckpt.old-1"); os.rename(new, tmp_path / ".ckpt.tmp-2")      # the crash
+    assert "recovered" in recover_checkpoint(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    load_checkpoint(tmp_path / "ckpt")
+    (tmp_path / ".ckpt.tmp-3").mkdir()                                 # a first save cut short: only removed
+    assert recover_checkpoint(tmp_path / "ckpt") is None and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
