@@ -18,7 +18,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,16 +27,13 @@ from tqdm import tqdm  # the terminal bar: bars are shown only in a terminal (a 
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'DEFAULT_CORPUS', 'CACHE_FORMAT', 'DataError', 'CacheDamaged', 'find_text_files', 'default_data',
-           'iter_text_chunks', 'bits_per_byte', 'corpus_fingerprint', 'TokenData', 'prepare_data', 'training_text',
-           'prepare', 'CLIParser', 'main']
+__all__ = ['EXAMPLES', 'DEFAULT_CORPUS', 'CACHE_FORMAT', 'DataError', 'find_text_files', 'default_data', 'iter_text_chunks',
+           'bits_per_byte', 'split_pieces', 'training_text', 'encode_corpus', 'write_cache', 'TokenData',
+           'corpus_fingerprint', 'prepare_data', 'CacheDamaged', 'prepare', 'CLIParser', 'main']
 
 # %% ../nbs/01_data.ipynb #7e355d36
 class DataError(ValueError):
     "A problem with the user's text or cache, explained in one line."
-
-class CacheDamaged(DataError):
-    "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
 
 def find_text_files(path: str | Path | list[Path] = "data", # a .txt file, a folder searched recursively, or a list of files
                    ) -> list[Path]:            # the files, sorted by path
@@ -116,29 +113,130 @@ def bits_per_byte(loss: float,   # mean cross-entropy in nats per token
     "Convert a loss in nats per token to bits per byte of text, a measure that does not depend on the tokenizer."
     return loss * n_tokens / (n_bytes * math.log(2))
 
-# %% ../nbs/01_data.ipynb #11456b06
+# %% ../nbs/01_data.ipynb #6e95223c
+def _split_at(total_bytes: int, val_fraction: float) -> int:
+    "Byte offset where the validation split starts, before moving it to a line start."
+    return total_bytes - int(total_bytes * val_fraction)
+
+def _line_start(raw: bytes, offset: int) -> int:
+    "Index of the first line start at or after `offset` in `raw`; len(raw) if there is none."
+    newline = raw.find(b"\n", max(0, offset - 1))
+    return len(raw) if newline < 0 else newline + 1
+
+def split_pieces(files: list[Path],          # the corpus, in order
+                 val_fraction: float = 0.1,  # the last fraction of the bytes kept for validation
+                 chunk_bytes: int = 1 << 16, # read about this many bytes at a time
+                ) -> Iterator[tuple[str, str | None]]: # ("train" or "val", text, or None at a file's end)
+    "Read `files` in chunks and label each piece with its split; `None` marks the end of a file."
+    split_at = _split_at(sum(f.stat().st_size for f in files), val_fraction)   # the first byte of validation text
+    pos = 0                                           # bytes of the corpus read so far
+    for f in files:
+        for text in iter_text_chunks(f, chunk_bytes):
+            raw = text.encode("utf-8")
+            if pos < split_at < pos + len(raw):       # the split falls inside this piece: cut it at a line start
+                cut = _line_start(raw, split_at - pos)
+                yield "train", raw[:cut].decode("utf-8")
+                if cut < len(raw): yield "val", raw[cut:].decode("utf-8")
+                else: split_at = pos + len(raw)       # no line starts after it: validation starts with the next piece
+            elif raw: yield ("train" if pos + len(raw) <= split_at else "val"), text
+            pos += len(raw)
+        yield ("val" if pos > split_at else "train"), None
+
+# %% ../nbs/01_data.ipynb #b140194f
+def training_text(files: list[Path],          # the corpus, in order
+                  val_fraction: float = 0.1,  # the last fraction of the bytes kept for validation
+                  chunk_bytes: int = 1 << 16, # read about this many bytes at a time
+                 ) -> Iterator[str]:          # the training split's text, in pieces
+    "The text of `files` before the validation split (the last `val_fraction` of the bytes), in chunks."
+    for split, text in split_pieces(files, val_fraction, chunk_bytes):
+        if split == "val": return                     # the rest is validation text: no need to read it
+        if text is not None: yield text
+
+# %% ../nbs/01_data.ipynb #fa388115
+def _batch_encoder(tokenizer, # a byte-level BPE tokenizer from `train_tokenizer`
+                  ) -> Callable[[list[str]], list[list[int]]]: # texts -> their ids, one list per text
+    "A function that tokenizes a list of texts in one call, on all cores (tiktoken's, when it agrees)."
+    hf, fast, checked = tokenizer.backend_tokenizer, fast_encoder(tokenizer), False
+    def encode(texts: list[str]) -> list[list[int]]:
+        nonlocal fast, checked
+        if fast is not None and not checked and texts:  # the fast encoder must give the very same ids: check once
+            checked = True
+            if fast.encode_ordinary(texts[0]) != hf.encode(texts[0], add_special_tokens=False).ids:
+                warnings.warn("tiktoken's ids differ from the tokenizer's on this corpus: using the tokenizer")
+                fast = None
+        if fast is not None: return fast.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        return [e.ids for e in hf.encode_batch_fast(texts, add_special_tokens=False)]
+    return encode
+
+def encode_corpus(files: list[Path],          # the corpus, in order
+                  tokenizer,                  # a byte-level BPE tokenizer from `train_tokenizer`
+                  val_fraction: float = 0.1,  # the last fraction of the bytes kept for validation
+                  chunk_bytes: int = 1 << 16, # read this many bytes at a time, and encode 16 times as many at once
+                  progress: bool = False,     # show a progress bar (in a terminal only)
+                 ) -> Iterator[tuple[str, list[int], int]]: # (split, ids, bytes of text they stand for), in order
+    "Tokenize `files` piece by piece, in batches of 16 chunks, with `<|endoftext|>` after each file."
+    total = sum(f.stat().st_size for f in files)
+    if total == 0: raise DataError(f"the corpus is empty: {len(files)} file(s), 0 bytes")
+    encode, eot = _batch_encoder(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
+    split_bytes, batch, batch_bytes = dict(train=0, val=0), [], 0   # batch: (split, text or None, bytes) waiting
+
+    def encoded(batch):                               # one call for all the batch's texts
+        ids = iter(encode([text for _, text, _ in batch if text is not None]))
+        return [(split, [eot] if text is None else next(ids), n) for split, text, n in batch]
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
+              disable=not (progress and sys.stderr.isatty())) as bar:   # a bar saved in a notebook stays frozen
+        for split, text in split_pieces(files, val_fraction, chunk_bytes):
+            n = 0 if text is None else len(text.encode("utf-8"))
+            batch.append((split, text, n)); batch_bytes += n; split_bytes[split] += n
+            bar.update(n)
+            if batch_bytes >= 16 * chunk_bytes:
+                yield from encoded(batch)
+                batch, batch_bytes = [], 0
+        yield from encoded(batch)
+    if split_bytes["train"] == 0 or split_bytes["val"] == 0:
+        raise DataError(f"the corpus is too small to split ({total:,} bytes, val_fraction={val_fraction}): add more text")
+
+# %% ../nbs/01_data.ipynb #0b342ad4
 CACHE_FORMAT = 1  # bump when the layout of a cache changes, so old caches are not reused
 
-def corpus_fingerprint(files: Iterable[Path]) -> str:
-    "A hash of the files' contents, in order; names and dates do not matter."
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.stat().st_size}\0".encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20): h.update(block)
-    return h.hexdigest()[:16]
+def write_cache(folder: str | Path,  # the cache folder to create
+                encoded: Iterable[tuple[str, list[int], int]], # (split, ids, bytes of text) from `encode_corpus`
+                meta: dict,          # what meta.json records besides the counts; needs "dtype" (uint16 or uint32)
+                check: Callable[[], None] | None = None, # run after the ids are written, before the folder appears
+               ) -> dict:            # the meta.json written, with the tokens and bytes of each split
+    "Write the ids to train.bin and val.bin in a temporary folder, then rename it to `folder` in one step."
+    folder, start = Path(folder), time.time()
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        counts = dict(train_tokens=0, val_tokens=0, train_bytes=0, val_bytes=0)
+        with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval:
+            out = dict(train=ftrain, val=fval)
+            for split, ids, n_bytes in encoded:
+                np.asarray(ids, dtype=meta["dtype"]).tofile(out[split])
+                counts[f"{split}_tokens"] += len(ids); counts[f"{split}_bytes"] += n_bytes
+        if check is not None: check()
+        meta = {**meta, **counts, "seconds": round(time.time() - start, 3)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try: tmp.rename(folder)                       # atomic: the cache appears complete or not at all
+        except OSError:                               # another process finished the same cache first
+            if not (folder / "meta.json").is_file(): raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
 
 # %% ../nbs/01_data.ipynb #281bdc01
 @dataclass
 class TokenData:
     "Token ids of a corpus on disk, split into train and validation, with what is needed to sample batches."
     path: Path          # the cache folder
-    meta: dict          # what `prepare_data` recorded: sizes, bytes, tokenizer fingerprint, ...
+    meta: dict          # what `write_cache` recorded: sizes, bytes, tokenizer fingerprint, ...
     train: np.ndarray = field(repr=False)  # memory-mapped ids
     val: np.ndarray = field(repr=False)
 
     @classmethod
-    def load(cls, path: str | Path, # a cache folder written by `prepare_data`
+    def load(cls, path: str | Path, # a cache folder written by `prepare_data` or `write_cache`
              tokenizer=None,        # if given, the cache must have been written by this tokenizer
             ):
         "Open a token cache, checking that it is complete and, if `tokenizer` is given, that it matches."
@@ -150,7 +248,7 @@ class TokenData:
         if tokenizer is not None and meta["tokenizer"] != tokenizer_fingerprint(tokenizer):
             raise DataError(f"{path} was written by another tokenizer (fingerprint {meta['tokenizer']}, this one is "
                             f"{tokenizer_fingerprint(tokenizer)}): prepare the data again with this tokenizer")
-        for s in ("train", "val"):                     # a cut-short file would silently lose tokens
+        for s in ("train", "val"):                     # a file cut short: see "When things go wrong"
             size, expected = (path / f"{s}.bin").stat().st_size, meta[f"{s}_tokens"] * np.dtype(meta["dtype"]).itemsize
             if size != expected:
                 raise CacheDamaged(f"{path / f'{s}.bin'} is {size:,} bytes, its meta.json says {expected:,}: "
@@ -190,6 +288,16 @@ class TokenData:
         "Validation loss (nats per token) as bits per byte of the validation text."
         return bits_per_byte(val_loss, self.meta["val_tokens"], self.meta["val_bytes"])
 
+# %% ../nbs/01_data.ipynb #11456b06
+def corpus_fingerprint(files: Iterable[Path]) -> str:
+    "A hash of the files' contents, in order; names and dates do not matter."
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20): h.update(block)
+    return h.hexdigest()[:16]
+
 # %% ../nbs/01_data.ipynb #9db36273
 def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them, or a list of files
                  tokenizer,                      # a Hugging Face tokenizer (`train_tokenizer` / `load_tokenizer`)
@@ -201,115 +309,37 @@ def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them,
     "Tokenize a corpus into a train/validation token cache on disk, or reuse the cache if it exists."
     if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     files = data if isinstance(data, list) else find_text_files(data)
-    stamps = lambda: [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    before = stamps()
+    before = _stamps(files)                            # to notice a file that changes while we read it
     key = hashlib.sha256(f"{CACHE_FORMAT}|{corpus_fingerprint(files)}|{tokenizer_fingerprint(tokenizer)}|"
                          f"{val_fraction}".encode()).hexdigest()[:16]
-    final = Path(cache_dir) / f"tokens-{key}"
-    if (final / "meta.json").is_file():
-        try: return TokenData.load(final, tokenizer)
-        except CacheDamaged: shutil.rmtree(final)    # e.g. cut short by a full disk: tokenize again
+    folder = Path(cache_dir) / f"tokens-{key}"
+    if (folder / "meta.json").is_file():
+        try: return TokenData.load(folder, tokenizer)
+        except CacheDamaged: shutil.rmtree(folder)    # cut short by a crash or a full disk: tokenize again
+    n_ids = len(tokenizer)
+    meta = dict(format=CACHE_FORMAT, tokenizer=tokenizer_fingerprint(tokenizer), vocab_size=n_ids,
+                eot_id=tokenizer.convert_tokens_to_ids(EOT), dtype="uint16" if n_ids <= 1 << 16 else "uint32",
+                val_fraction=val_fraction, key=key, files=[str(f) for f in files[:100]], n_files=len(files))
+    write_cache(folder, encode_corpus(files, tokenizer, val_fraction, chunk_bytes, progress), meta,
+                check=lambda: _check_unchanged(files, before))
+    return TokenData.load(folder, tokenizer)
 
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        meta = _tokenize_to(tmp, files, tokenizer, val_fraction, chunk_bytes, progress)
-        try: after = stamps()
-        except OSError: after = []             # a file was deleted
-        if after != before:                    # the cache would not match its own fingerprint
-            changed = next((f for f, a, b in zip(files, before, after) if a != b), files[-1])
-            raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
-        meta.update(key=key, files=[str(f) for f in files[:100]], n_files=len(files))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try: tmp.rename(final)                 # atomic: the cache appears complete or not at all
-        except OSError:                        # another process finished the same cache first
-            if not (final / "meta.json").is_file(): raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return TokenData.load(final, tokenizer)
+# The guard against a file that changes while it is read: see "When things go wrong" below.
+def _stamps(files: list[Path]) -> list:
+    "Each file's size and modification time."
+    return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
-# %% ../nbs/01_data.ipynb #af57bf85
-def _split_at(total_bytes: int, val_fraction: float) -> int:
-    "Byte offset where the validation split starts, before moving it to a line start."
-    return total_bytes - int(total_bytes * val_fraction)
+def _check_unchanged(files: list[Path], before: list):
+    "Raise if a file's size or date is no longer `before`: the cache would not match the text it is named after."
+    try: after = _stamps(files)
+    except OSError: after = []                         # a file was deleted
+    if after != before:
+        changed = next((f for f, x, y in zip(files, before, after) if x != y), files[-1])
+        raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
 
-def _line_start(raw: bytes, offset: int) -> int:
-    "Index of the first line start at or after `offset` in `raw`; len(raw) if there is none."
-    newline = raw.find(b"\n", max(0, offset - 1))
-    return len(raw) if newline < 0 else newline + 1
-
-def _tokenize_to(out: Path, files: list[Path], tokenizer, val_fraction: float, chunk_bytes: int, progress: bool) -> dict:
-    "Stream `files` through `tokenizer` into out/train.bin and out/val.bin; return the counts for meta.json."
-    start_time, vocab_size, eot = time.time(), len(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
-    dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    total = sum(f.stat().st_size for f in files)
-    if total == 0: raise DataError(f"the corpus is empty: {len(files)} file(s), 0 bytes")
-    split_at = _split_at(total, val_fraction)        # the first byte of validation text (moved to a line start)
-    encoder, fast, checked, pos = tokenizer.backend_tokenizer, fast_encoder(tokenizer), False, 0
-    counts = dict(train_tokens=0, val_tokens=0, train_bytes=0, val_bytes=0)
-    pending, pending_bytes = [], 0                    # (split, text or None for <|endoftext|>)
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        nonlocal fast, checked
-        if fast is not None and not checked and texts:  # the fast encoder must give the very same ids: check once
-            checked = True
-            if fast.encode_ordinary(texts[0]) != encoder.encode(texts[0], add_special_tokens=False).ids:
-                warnings.warn("tiktoken's ids differ from the tokenizer's on this corpus: using the tokenizer")
-                fast = None
-        if fast is not None: return fast.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-        return [e.ids for e in encoder.encode_batch_fast(texts, add_special_tokens=False)]
-
-    def flush():
-        nonlocal pending, pending_bytes
-        encodings = iter(encode([t for _, t in pending if t is not None]))
-        for split, text in pending:
-            ids = np.asarray([eot] if text is None else next(encodings), dtype=dtype)
-            ids.tofile(outs[split])
-            counts[f"{split}_tokens"] += len(ids)
-        pending, pending_bytes = [], 0
-
-    with open(out / "train.bin", "wb") as ftrain, open(out / "val.bin", "wb") as fval, \
-         tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
-              disable=not (progress and sys.stderr.isatty())) as bar:   # only in a terminal
-        outs = dict(train=ftrain, val=fval)
-        for f in files:
-            for text in iter_text_chunks(f, chunk_bytes):
-                raw = text.encode("utf-8")
-                if pos + len(raw) <= split_at: parts = [("train", raw)]
-                elif pos >= split_at: parts = [("val", raw)]
-                else:                                 # this piece holds the split: cut at a line start
-                    cut = _line_start(raw, split_at - pos)
-                    parts = [("train", raw[:cut]), ("val", raw[cut:])]
-                    if cut == len(raw): split_at = pos + len(raw)   # no newline left: validation starts after
-                for split, part in parts:
-                    if not part: continue
-                    pending.append((split, part.decode("utf-8")))
-                    counts[f"{split}_bytes"] += len(part)
-                    pending_bytes += len(part)
-                pos += len(raw)
-                bar.update(len(raw))
-                if pending_bytes >= 16 * chunk_bytes: flush()
-            pending.append(("val" if pos > split_at else "train", None))  # a document ends: <|endoftext|>
-        flush()
-    if counts["val_bytes"] == 0 or counts["train_bytes"] == 0:
-        raise DataError(f"the corpus is too small to split ({total:,} bytes, val_fraction={val_fraction}): add more text")
-    return dict(format=CACHE_FORMAT, tokenizer=tokenizer_fingerprint(tokenizer), vocab_size=vocab_size,
-                eot_id=eot, dtype=np.dtype(dtype).name, val_fraction=val_fraction, **counts,
-                seconds=round(time.time() - start_time, 3))
-
-# %% ../nbs/01_data.ipynb #b140194f
-def training_text(files: list[Path], val_fraction: float = 0.1, chunk_bytes: int = 1 << 16) -> Iterator[str]:
-    "The text of `files` before the validation split (the last `val_fraction` of the bytes), in chunks."
-    split_at = _split_at(sum(f.stat().st_size for f in files), val_fraction)
-    pos = 0
-    for f in files:
-        for text in iter_text_chunks(f, chunk_bytes):
-            raw = text.encode("utf-8")
-            if pos + len(raw) <= split_at: yield text
-            else:                                 # the validation split starts in this piece, as in prepare_data
-                yield raw[:_line_start(raw, split_at - pos)].decode("utf-8")
-                return
-            pos += len(raw)
+# %% ../nbs/01_data.ipynb #7ca401e9
+class CacheDamaged(DataError):
+    "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
 
 # %% ../nbs/01_data.ipynb #82946c80
 def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder of them, a list of files; None: `default_data()`

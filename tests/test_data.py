@@ -1,4 +1,5 @@
 "Data pipeline tests: streaming, the cache, the split, bits per byte, and every bad input the issue lists."
+import json
 import math
 from pathlib import Path
 import subprocess
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gptlite.data import (DataError, TokenData, bits_per_byte, find_text_files, iter_text_chunks, main, prepare,
-                          prepare_data, training_text)
+from gptlite.data import (CACHE_FORMAT, CacheDamaged, DataError, TokenData, bits_per_byte, encode_corpus,
+                          find_text_files, iter_text_chunks, main, prepare, prepare_data, split_pieces, training_text,
+                          write_cache)
 from gptlite.tokenizer import EOT, train_tokenizer
 
 from conftest import SAMPLE, SHAKESPEARE, run_main
@@ -232,7 +234,7 @@ def test_a_truncated_cache_is_rebuilt(tok, tmp_path):
     td = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)
     expected = np.array(td.train)
     with open(td.path / "train.bin", "r+b") as f: f.truncate(f.seek(0, 2) // 2)   # a crash or a full disk cut it short
-    with pytest.raises(DataError, match="the cache is damaged"): TokenData.load(td.path, tok)
+    with pytest.raises(CacheDamaged, match="the cache is damaged"): TokenData.load(td.path, tok)
     again = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)   # noticed, and tokenized again
     assert np.array_equal(np.array(again.train), expected)
 
@@ -240,12 +242,11 @@ def test_a_truncated_cache_is_rebuilt(tok, tmp_path):
 def test_a_file_that_changes_while_it_is_tokenized_is_a_clear_error(tok, tmp_path, monkeypatch):
     import gptlite.data
     path = write(tmp_path / "d" / "a.txt", SAMPLE.read_text(encoding="utf-8"))
-    real = gptlite.data._tokenize_to
+    real = gptlite.data.encode_corpus
     def and_meanwhile(*a, **kw):
-        meta = real(*a, **kw)
+        yield from real(*a, **kw)
         with open(path, "a", encoding="utf-8") as f: f.write("one more line\n")   # another program appends
-        return meta
-    monkeypatch.setattr(gptlite.data, "_tokenize_to", and_meanwhile)
+    monkeypatch.setattr(gptlite.data, "encode_corpus", and_meanwhile)
     with pytest.raises(DataError, match="changed while it was being tokenized"):
         prepare_data(tmp_path / "d", tok, cache_dir=tmp_path / "cache", progress=False)
     assert not [p for p in (tmp_path / "cache").iterdir()]            # no cache that would not match its fingerprint
@@ -286,3 +287,83 @@ def test_prepare_trains_the_tokenizer_on_the_training_split_only(tmp_path):
     write(tmp_path / "c.txt", "common words here\n" * 90 + "zyzzyvaquux words\n" * 10)
     tok, td = prepare(tmp_path / "c.txt", tmp_path / "run", vocab_size=300, progress=False)
     assert len(tok.encode("zyzzyvaquux")) > 3 and len(tok.encode("common")) == 1
+
+
+def test_split_pieces_labels_every_piece(tmp_path):
+    # the split is the last val_fraction of the bytes, moved to a line start; None marks the end of each file
+    a = write(tmp_path / "a.txt", "one\ntwo\nthree\n")
+    b = write(tmp_path / "b.txt", "four\nfive\nsix seven\n")
+    for chunk_bytes in (4, 8, 1 << 16):
+        pieces = list(split_pieces([a, b], val_fraction=0.3, chunk_bytes=chunk_bytes))
+        assert "".join(t for s, t in pieces if s == "val" and t) == "six seven\n"
+        assert "".join(t for _, t in pieces if t) == a.read_text() + b.read_text()
+        assert [s for s, t in pieces if t is None] == ["train", "val"]
+        assert all(t != "" for _, t in pieces)                     # no empty pieces
+        labels = [s for s, _ in pieces]
+        assert labels == sorted(labels, key=lambda s: s == "val")  # train pieces, then val pieces
+
+
+def test_training_text_stops_where_a_file_ends_at_the_split(tmp_path):
+    # 90 + 10 bytes: the split falls exactly where the first file ends, so the tokenizer reads none of the second
+    f1, f2 = write(tmp_path / "f1.txt", "x" * 89 + "\n"), write(tmp_path / "f2.txt", "y" * 9 + "\n")
+    assert "".join(training_text([f1, f2])) == f1.read_text()
+    pieces = list(split_pieces([f1, f2]))
+    assert "".join(t for s, t in pieces if s == "val" and t) == f2.read_text()
+
+
+def test_encode_corpus_gives_the_tokenizers_ids(tok, tmp_path):
+    folder = corpus(tmp_path)
+    files = find_text_files(folder)
+    encoded = list(encode_corpus(files, tok, chunk_bytes=1024))
+    pieces = list(split_pieces(files, chunk_bytes=1024))
+    assert [s for s, _, _ in encoded] == [s for s, _ in pieces]
+    assert [ids for _, ids, _ in encoded] == [[tok.eos_token_id] if t is None else tok.encode(t) for _, t in pieces]
+    assert sum(n for _, _, n in encoded) == sum(f.stat().st_size for f in files)
+    (tmp_path / "zero.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="the corpus is empty"):
+        list(encode_corpus([tmp_path / "zero.txt"], tok))
+    with pytest.raises(DataError, match="too small to split"):
+        list(encode_corpus([write(tmp_path / "one.txt", "Just one line.\n")], tok))
+
+
+def test_a_fast_encoder_that_disagrees_is_not_used(tok, tmp_path, monkeypatch):
+    import gptlite.data
+    class Wrong:
+        def encode_ordinary(self, text): return [1, 2, 3]
+        def encode_ordinary_batch(self, texts, num_threads): return [[1, 2, 3] for _ in texts]
+    monkeypatch.setattr(gptlite.data, "fast_encoder", lambda tokenizer: Wrong())
+    path = write(tmp_path / "a.txt", SAMPLE.read_text(encoding="utf-8")[:5000])
+    with pytest.warns(UserWarning, match="tiktoken's ids differ"):
+        encoded = list(encode_corpus([path], tok))
+    assert [ids for _, ids, _ in encoded] == [[tok.eos_token_id] if t is None else tok.encode(t)
+                                              for _, t in split_pieces([path])]
+
+
+def test_write_cache_is_all_or_nothing(tok, tmp_path):
+    path = write(tmp_path / "a.txt", SAMPLE.read_text(encoding="utf-8")[:5000])
+    meta = dict(format=CACHE_FORMAT, tokenizer="x", vocab_size=len(tok), dtype="uint16")
+    written = write_cache(tmp_path / "c" / "t", encode_corpus([path], tok), meta)
+    assert written["train_bytes"] + written["val_bytes"] == path.stat().st_size
+    assert json.loads((tmp_path / "c" / "t" / "meta.json").read_text()) == written
+    assert (tmp_path / "c" / "t" / "train.bin").stat().st_size == 2 * written["train_tokens"]
+    td = TokenData.load(tmp_path / "c" / "t")
+    assert tok.decode(np.concatenate([td.train, td.val]).tolist()) == path.read_text(encoding="utf-8") + EOT
+    # a second writer of the same folder keeps the first one's cache and leaves no temporary folder
+    assert write_cache(tmp_path / "c" / "t", encode_corpus([path], tok), meta)["val_tokens"] == written["val_tokens"]
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["t"]
+    # a failing check, or a failure while encoding, leaves nothing
+    def fail(): raise DataError("no")
+    with pytest.raises(DataError, match="no"):
+        write_cache(tmp_path / "c" / "u", encode_corpus([path], tok), meta, check=fail)
+    (tmp_path / "bad.txt").write_bytes(b"ok\n" * 100 + b"\xff")
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        write_cache(tmp_path / "c" / "v", encode_corpus([tmp_path / "bad.txt"], tok), meta)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["t"]
+
+
+def test_a_cache_of_another_format_is_refused(tok, tmp_path):
+    td = prepare_data(SAMPLE, tok, cache_dir=tmp_path / "cache", progress=False)
+    meta = json.loads((td.path / "meta.json").read_text()) | {"format": CACHE_FORMAT + 1}
+    (td.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="another version of gptlite"):
+        TokenData.load(td.path, tok)
