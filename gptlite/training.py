@@ -104,7 +104,7 @@ class TrainConfig:
         self.model_config()   # validates the model sizes too
 
 # The default run: Muon with a short warmup over a time budget of three minutes, and these settings chosen from the
-# data and the budget when the run starts (see "A configuration that fits the data and the budget")
+# data and the budget when the run starts (see "Sized to the text and the time budget", Part 4)
 AUTO_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "max_length", "batch_size", "lr", "dropout", "eval_interval")
 DEFAULT_RUN = dict(optimizer="muon", warmup_iters=30, time_budget=180, max_iters=1_000_000, patience=4, eval_iters=10,
                    vocab_size=2048, max_length=64, batch_size=24, lr=4e-3, dropout=0.1)
@@ -171,7 +171,7 @@ def evaluate_split(model: GPT, data: TokenData, split: str = "val", block_size: 
 @torch.no_grad()
 def sample_text(model: GPT, tokenizer, prompt: str = "\n", max_new_tokens: int = 40, temperature: float = 0.8,
                 seed: int = 0, device="cpu") -> str:
-    "A short sample for the training log (the sampling notebook has the full generator)."
+    "A short sample for the training log, at most one context window long (the sampling notebook has the full generator)."
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)      # its own RNG: sampling never disturbs training
     ids = torch.tensor([tokenizer.encode(prompt)], device=device)
