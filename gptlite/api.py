@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from .engine import QueueFull, Request, Scheduler, quantize_int8
-from .sampling import Piece, check_prompt_fits, check_sampling_args, encode_prompt, token_bytes_table
+from .engine import Piece, QueueFull, Request, Scheduler, quantize_int8
+from .sampling import check_prompt_fits, check_sampling_args, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
 # %% auto #0

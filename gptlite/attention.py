@@ -67,13 +67,11 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    # `GPT.forward` (`03_model`) asks the cache for the positions of the tokens it feeds, so to the model a cache is
+    # anything with `length`, `update`, `position_ids` and `advance`.
     def position_ids(self, n_tokens: int, device=None) -> Tensor:
         "Positions of the next `n_tokens` tokens: (T,), the same for every row."
         return torch.arange(self.length, self.length + n_tokens, device=device)
-
-    def attn_mask(self, n_queries: int) -> Tensor | None:
-        "An extra attention mask for this step (None: plain causal attention)."
-        return None
 
     def advance(self, n_tokens: int):
         "Mark `n_tokens` more positions as filled, once every layer has stored them."
@@ -101,15 +99,13 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)                                     # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        mask = kv_cache.attn_mask(T) if kv_cache is not None else None           # rows of different lengths
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)     # (B, nh, T_k, hs), T_k >= T
         T_k = k.size(2)
         if return_weights:
             y, weights = attention_by_hand(q, k, v, causal=True)
         else:
             p = self.dropout if self.training else 0.0
-            if mask is not None: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-            elif T == T_k: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            if T == T_k: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
             elif T == 1: y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)   # the newest token sees all
             else: y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, T_k, x.device), dropout_p=p)
         y = y.transpose(1, 2).reshape(B, T, C)                                    # merge heads: (B, T, C)

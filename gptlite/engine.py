@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from .attention import KVCache
-from .sampling import (Piece, Sequence, check_prompt_fits, check_sampling_args, encode_prompt, pick_tokens,
-                              token_bytes_table)
+from .sampling import (StopChecker, TextStreamer, apply_repetition_penalty, apply_temperature, check_prompt_fits,
+                              check_sampling_args, encode_prompt, token_bytes_table)
 from .tokenizer import EOT
 
 # %% auto #0
-__all__ = ['CREATIVE_PROMPTS', 'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'Completion', 'stream_generate',
-           'generate', 'Request', 'QueueFull', 'Scheduler', 'quantize_int8', 'weights_size', 'latest_checkpoint',
-           'build_parser', 'main']
+__all__ = ['CREATIVE_PROMPTS', 'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw',
+           'pick_tokens', 'Piece', 'Sequence', 'Completion', 'stream_generate', 'generate', 'Request', 'QueueFull',
+           'Scheduler', 'quantize_int8', 'weights_size', 'latest_checkpoint', 'build_parser', 'main']
 
 # %% ../nbs/07_engine.ipynb #f9cd0df8
 class SlotKVCache(KVCache):
@@ -61,25 +61,29 @@ class SlotKVCache(KVCache):
             self.v[:, dst, :, :n] = self.v[:, src, :, :n]
         self.lengths[dst], self.active[dst], self._mask = self.lengths[src], self.active[src], None
 
-    def _next_positions(self) -> Tensor:   # (n_rows,) where each row writes its next token; frozen rows overwrite a spare one
-        return self.lengths[:self.n_rows].clamp(max=self.max_length - 1)
-
     @property
     def length(self) -> int:
         return int(self.lengths[self.row]) if self.row is not None else int(self.lengths[:self.n_rows].max())
 
-    def position_ids(self, n_tokens: int, device=None) -> Tensor:
-        if self.row is not None: return super().position_ids(n_tokens, device)               # (T,)
-        if n_tokens != 1: raise ValueError("a step over all rows feeds one token per row")
-        return self._next_positions().to(device).view(-1, 1)                                 # (B, 1)
+    def step_positions(self) -> Tensor:
+        "(B,) the position of each row's next token: its length (a finished row rewrites a spare position)."
+        if self.row is not None: return self.lengths[self.row:self.row + 1]
+        return self.lengths[:self.n_rows].clamp(max=self.max_length - 1)
 
-    def attn_mask(self, n_queries: int) -> Tensor | None:
-        if self.row is not None: return None                       # one row alone: plain causal
+    def step_mask(self) -> Tensor | None:
+        "(B, 1, 1, T_k) True where a row may read a key this step: its own, and none past them. None for one row alone."
+        if self.row is not None: return None                       # one row: it reads all of its keys
         if self._mask is None:                                     # once per step; every layer uses the same
-            pos = self._next_positions()
+            pos = self.step_positions()
             keys = torch.arange(int(pos.max()) + 1, device=pos.device)
             self._mask = (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]             # (B, 1, 1, T_k)
         return self._mask
+
+    def position_ids(self, n_tokens: int, device=None) -> Tensor:   # what `GPT.forward` asks a cache
+        if self.row is None:
+            raise ValueError("the model's forward pass fills one slot at a time (cache.select(row)); "
+                             "a step over several rows is Decoder.step")
+        return super().position_ids(n_tokens, device)                                         # (T,)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         B, nh, T, hs = k.shape
@@ -94,11 +98,14 @@ class SlotKVCache(KVCache):
             self.k[layer, self.row, :, start:start + T] = k[0]
             self.v[layer, self.row, :, start:start + T] = v[0]
             return self.k[layer, self.row:self.row + 1, :, :start + T], self.v[layer, self.row:self.row + 1, :, :start + T]
+        if self._mask is None:                 # attention without the rows' mask would read other rows' unused keys
+            raise ValueError("a step over several rows needs each row's mask: take it from step_mask() first, "
+                             "as Decoder.step does")
         if B != self.n_rows: raise ValueError(f"this step covers {self.n_rows} rows, got {B}")
         lengths, active = self.lengths[:B], self.active[:B]
         if bool((lengths[active] >= self.max_length).any()):
             raise ValueError(f"a row would be {int(lengths.max()) + 1} tokens long, more than max_length={self.max_length}")
-        rows, pos = torch.arange(B, device=k.device), self._next_positions()
+        rows, pos = torch.arange(B, device=k.device), self.step_positions()
         self.k[layer, rows, :, pos] = k[:, :, 0]                   # row b writes at its own position
         self.v[layer, rows, :, pos] = v[:, :, 0]
         end = int(pos.max()) + 1
@@ -156,9 +163,9 @@ class Decoder:
             ) -> Tensor:                     # (B, V) next-token logits
         c = self.config
         B, C, nh = tokens.size(0), c.d_model, c.n_heads
-        pos = cache.position_ids(1, tokens.device).view(-1)                     # (B,) each row's position
+        pos = cache.step_positions().to(tokens.device)                          # (B,) each row's position
         x = self.tok_emb[tokens] + self.pos[pos]                                # (B, C)
-        mask = cache.attn_mask(1)                                               # rows of different lengths, or None
+        mask = cache.step_mask()                                                # rows of different lengths, or None
         for i, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (C,), *blk["ln_1"], c.layer_norm_eps)
             q, k, v = self.linear(h, blk["qkv"]).view(B, 3, nh, 1, C // nh).unbind(1)   # each (B, nh, 1, hs)
@@ -181,6 +188,83 @@ def decoder_for(model) -> Decoder:
     d = _decoders.get(model)
     if d is None or d.version != weights_version(model): d = _decoders[model] = Decoder(model)
     return d
+
+# %% ../nbs/07_engine.ipynb #b3201dba
+def candidate_probs(logits: Tensor,             # (B, V) next-token logits
+                    temperature: float = 1.0,    # > 0
+                    top_k: int = 0,              # 0: off
+                    top_p: float = 1.0,          # 1: off
+                    repetition_penalty: float = 1.0,
+                    seen: Tensor | None = None,  # (B, V) bool, needed when repetition_penalty != 1
+                   ) -> tuple[Tensor | None, Tensor]: # ids (B, K), or None for the whole vocabulary; probs (B, K)
+    "The tokens that can be drawn and their probabilities (those of `process_logits`), computed on the top-k only."
+    logits = apply_temperature(apply_repetition_penalty(logits.float(), seen, repetition_penalty), temperature)
+    ids = None
+    if 0 < top_k < logits.size(-1) or top_p < 1.0:        # top-p needs the tokens in order: topk sorts them
+        logits, ids = torch.topk(logits, top_k if 0 < top_k < logits.size(-1) else logits.size(-1), dim=-1)
+    probs = torch.softmax(logits, dim=-1)                   # (B, K)
+    if top_p < 1.0:
+        before = torch.cumsum(probs, dim=-1) - probs         # mass ranked above each candidate
+        probs = probs.masked_fill(before >= top_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return ids, probs
+
+def draw(ids: Tensor | None,  # (B, K) candidate ids, or None: the candidates are the vocabulary
+         probs: Tensor,       # (B, K) their probabilities
+         uniforms: Tensor,    # (B,) one number in [0, 1) per row
+        ) -> Tensor:          # (B,) token ids
+    "Inverse-CDF sampling: the first candidate whose cumulative probability is above the row's uniform number."
+    cdf = torch.cumsum(probs, dim=-1)
+    target = (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)                  # (B, 1) a point in [0, total)
+    j = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.size(-1) - 1)   # never a zero-probability token
+    return (ids.gather(-1, j) if ids is not None else j).squeeze(-1)
+
+# %% ../nbs/07_engine.ipynb #4ff078e6
+def pick_tokens(logits: Tensor,                    # (A, V) the rows' next-token logits
+                generators: list,                  # one torch.Generator per row
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                seen: Tensor | None = None,        # (A, V) bool, needed when repetition_penalty != 1
+                greedy: bool = False,
+               ) -> tuple[Tensor, Tensor]:         # token ids (A,) and their log-probabilities under the model (A,)
+    "One token per row with the same settings for all rows, each row drawing from its own generator."
+    logits = logits.float()
+    if greedy or temperature == 0: chosen = apply_repetition_penalty(logits, seen, repetition_penalty).argmax(-1)
+    else:
+        candidates, probs = candidate_probs(logits, temperature, top_k, top_p, repetition_penalty, seen)
+        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])   # (A,)
+        chosen = draw(candidates, probs, uniforms)
+    return chosen, logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+
+# %% ../nbs/07_engine.ipynb #166cf7af
+@dataclass
+class Piece:
+    "One step of one row: the text it made safe to show, the token, and that token's log-probability."
+    row: int
+    text: str
+    token_id: int | None = None
+    logprob: float | None = None                     # under the model's distribution (before temperature etc.)
+    top_logprobs: dict[int, float] | None = None     # the most likely alternatives, when asked for
+    finish_reason: str | None = None                 # "stop" or "length" on the row's last piece
+
+class Sequence:
+    "One row being generated: its tokens, its streamer and stop checker, and the rules that end it."
+    def __init__(self, row: int, prompt_ids: list[int], table: list[bytes], eot: int, stop, max_new_tokens: int,
+                 context: int):                   # the model's max_length
+        self.row, self.ids, self.eot = row, list(prompt_ids), eot
+        self.max_new_tokens, self.context = max_new_tokens, context
+        self.streamer, self.stops = TextStreamer(table), StopChecker(stop)
+        self.n_new, self.finish_reason = 0, None
+
+    def accept(self, token: int, logprob: float | None = None, top_logprobs: dict | None = None) -> Piece:
+        "Add the next token; the returned piece has the text it makes safe to show, and a finish_reason if it ends the row."
+        self.n_new += 1
+        text = self.stops.push(self.streamer.push(token)) if token != self.eot else ""
+        if (token == self.eot or self.stops.stopped or self.n_new >= self.max_new_tokens
+                or len(self.ids) + 1 >= self.context):
+            text += self.stops.push(self.streamer.flush()) + self.stops.flush()   # what was held back, unless a stop
+            self.finish_reason = "stop" if token == self.eot or self.stops.stopped else "length"
+        self.ids.append(token)
+        return Piece(self.row, text, token, logprob, top_logprobs, self.finish_reason)
 
 # %% ../nbs/07_engine.ipynb #39981538
 @dataclass

@@ -6,18 +6,17 @@
 from __future__ import annotations
 
 import codecs
-import math
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 
-from .tokenizer import unicode_to_bytes
+from .tokenizer import EOT, unicode_to_bytes
 
 # %% auto #0
 __all__ = ['apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits', 'sample_next',
-           'token_bytes_table', 'TextStreamer', 'StopChecker', 'candidate_probs', 'draw', 'Piece', 'encode_prompt',
-           'check_sampling_args', 'check_prompt_fits', 'Sequence', 'pick_tokens', 'sample', 'next_token_candidates',
-           'plot_candidates', 'Playground']
+           'token_bytes_table', 'TextStreamer', 'StopChecker', 'encode_prompt', 'check_sampling_args',
+           'check_prompt_fits', 'Chunk', 'sample', 'next_token_candidates', 'plot_candidates', 'Playground']
 
 # %% ../nbs/05_sampling.ipynb #f6e2de40
 def apply_temperature(logits: Tensor,      # (B, V) next-token logits
@@ -129,51 +128,7 @@ class StopChecker:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
 
-# %% ../nbs/05_sampling.ipynb #9589fcfc
-def candidate_probs(logits: Tensor,          # (B, V) next-token logits (after any repetition penalty)
-                    temperature: float = 1.0, # > 0
-                    top_k: int = 0,           # 0: off
-                    top_p: float = 1.0,       # 1: off
-                   ) -> tuple[Tensor | None, Tensor]: # ids (B, K), or None for the whole vocabulary; probs (B, K)
-    "The tokens that can be drawn and their probabilities, computed on the top-k candidates only."
-    logits = apply_temperature(logits.float(), temperature)
-    ids = None
-    if 0 < top_k < logits.size(-1) or top_p < 1.0:        # top-p needs the tokens in order: topk sorts them
-        logits, ids = torch.topk(logits, top_k if 0 < top_k < logits.size(-1) else logits.size(-1), dim=-1)
-    probs = torch.softmax(logits, dim=-1)                   # (B, K)
-    if top_p < 1.0:
-        before = torch.cumsum(probs, dim=-1) - probs         # mass ranked above each candidate
-        probs = probs.masked_fill(before >= top_p, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return ids, probs
-
-def draw(ids: Tensor | None,  # (B, K) candidate ids, or None: the candidates are the vocabulary
-         probs: Tensor,       # (B, K) their probabilities
-         uniforms: Tensor,    # (B,) one number in [0, 1) per row
-        ) -> Tensor:          # (B,) token ids
-    "Inverse-CDF sampling: the first candidate whose cumulative probability is above the row's uniform number."
-    cdf = torch.cumsum(probs, dim=-1)
-    target = (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)                  # (B, 1) a point in [0, total)
-    j = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.size(-1) - 1)   # never a zero-probability token
-    return (ids.gather(-1, j) if ids is not None else j).squeeze(-1)
-
 # %% ../nbs/05_sampling.ipynb #5b068edb
-import builtins
-from dataclasses import dataclass, field
-from typing import Iterator
-
-from .tokenizer import EOT
-
-@dataclass
-class Piece:
-    "One step of one row: the text it made safe to show, the token, and that token's log-probability."
-    row: int
-    text: str
-    token_id: int | None = None
-    logprob: float | None = None                     # under the model's distribution (before temperature etc.)
-    top_logprobs: dict[int, float] | None = None     # the most likely alternatives, when asked for
-    finish_reason: str | None = None                 # "stop" or "length" on the row's last piece
-
 def encode_prompt(tokenizer, prompt: str | list[int]) -> list[int]:
     "Token ids of a prompt given as text or ids; an empty prompt starts from the end-of-text token, as GPT-2 does."
     ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
@@ -192,43 +147,13 @@ def check_prompt_fits(n_tokens: int, context: int, name: str = "the prompt"):
     if n_tokens >= context: raise ValueError(f"{name} is {n_tokens} tokens long; the model's context is {context} tokens, "
                                              f"leaving no room to generate: shorten it")
 
-class Sequence:
-    "One row being generated: its tokens, its streamer and stop checker, and the rules that end it."
-    def __init__(self, row: int, prompt_ids: list[int], table: list[bytes], eot: int, stop, max_new_tokens: int,
-                 context: int):                   # the model's max_length
-        self.row, self.ids, self.eot = row, list(prompt_ids), eot
-        self.max_new_tokens, self.context = max_new_tokens, context
-        self.streamer, self.stops = TextStreamer(table), StopChecker(stop)
-        self.n_new, self.finish_reason = 0, None
-
-    def accept(self, token: int, logprob: float | None = None, top_logprobs: dict | None = None) -> Piece:
-        "Add the next token; the returned piece has the text it makes safe to show, and a finish_reason if it ends the row."
-        self.n_new += 1
-        text = self.stops.push(self.streamer.push(token)) if token != self.eot else ""
-        if (token == self.eot or self.stops.stopped or self.n_new >= self.max_new_tokens
-                or len(self.ids) + 1 >= self.context):
-            text += self.stops.push(self.streamer.flush()) + self.stops.flush()   # what was held back, unless a stop
-            self.finish_reason = "stop" if token == self.eot or self.stops.stopped else "length"
-        self.ids.append(token)
-        return Piece(self.row, text, token, logprob, top_logprobs, self.finish_reason)
-
-def pick_tokens(logits: Tensor,                    # (A, V) the rows' next-token logits
-                generators: list,                  # one torch.Generator per row
-                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                seen: Tensor | None = None,        # (A, V) bool, needed when repetition_penalty != 1
-                greedy: bool = False,
-               ) -> tuple[Tensor, Tensor]:         # token ids (A,) and their log-probabilities under the model (A,)
-    "One token per row with the same settings for all rows, each row drawing from its own generator."
-    logits = logits.float()
-    rules = apply_repetition_penalty(logits, seen, repetition_penalty) if repetition_penalty != 1.0 else logits
-    if greedy or temperature == 0: chosen = rules.argmax(-1)
-    else:
-        candidates, probs = candidate_probs(rules, temperature, top_k, top_p)
-        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])   # (A,)
-        chosen = draw(candidates, probs, uniforms)
-    return chosen, logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-
 # %% ../nbs/05_sampling.ipynb #d0e85ff5
+class Chunk(NamedTuple):
+    "What `sample` yields for each new token."
+    text: str                          # the text this token made safe to show (possibly '')
+    token_id: int
+    finish_reason: str | None = None   # on the last chunk: "stop" (end-of-text or a stop string) or "length"
+
 @torch.no_grad()
 def sample(model, tokenizer,
            prompt: str | list[int],             # text, or token ids
@@ -240,31 +165,37 @@ def sample(model, tokenizer,
            seed: int | None = None,             # None: a random seed
            stop: str | list[str] | None = None, # stop strings, left out of the text
            table: list[bytes] | None = None,    # token_bytes_table(tokenizer), to reuse between calls
-          ) -> Iterator[Piece]:
-    "Generate from one prompt with the model's forward pass and KV cache, yielding text as it becomes safe to show."
+          ) -> Iterator[Chunk]:
+    "Continue `prompt` one token at a time, yielding text as soon as it is safe to show."
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     ids, context = encode_prompt(tokenizer, prompt), model.config.max_length
     check_prompt_fits(len(ids), context)
     device = model.tok_emb.weight.device
     if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)          # this call's own random numbers
     eot = tokenizer.convert_tokens_to_ids(EOT)
-    row = Sequence(0, ids, table or token_bytes_table(tokenizer), eot, stop, max_new_tokens, context)
-    seen = None                                                             # (1, V) tokens so far, for the penalty
+    streamer, stops = TextStreamer(table or token_bytes_table(tokenizer)), StopChecker(stop)
+    seen = None                                                           # (1, V) tokens so far, for the penalty
     if repetition_penalty != 1.0:
         seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)
         seen[0, ids] = True
     model.eval()
     cache = model.new_kv_cache()
-    x = torch.tensor([ids], device=device)                                  # (1, T): the whole prompt, once
-    while True:
-        logits = model(x, kv_cache=cache, logits_to_keep=1)[0][:, -1]       # (1, V) next-token logits
-        token, logprob = pick_tokens(logits, [generator], temperature, top_k, top_p, repetition_penalty, seen)
-        piece = row.accept(int(token), float(logprob))
-        yield piece
-        if piece.finish_reason: return
-        if seen is not None: seen[0, token] = True
-        x = token.view(1, 1)                                                # (1, 1): only the new token
+    x = torch.tensor([ids], device=device)                                # (1, T): the whole prompt, once
+    for n_new in range(1, max_new_tokens + 1):
+        logits = model(x, kv_cache=cache, logits_to_keep=1)[0][:, -1]     # (1, V) next-token logits
+        rules = process_logits(logits, temperature, top_k, top_p, repetition_penalty, seen)
+        token = sample_next(rules, greedy=temperature == 0, generator=generator)   # (1,)
+        token_id = int(token)
+        text = "" if token_id == eot else stops.push(streamer.push(token_id))      # end-of-text is never shown
+        if token_id == eot or stops.stopped: finish = "stop"
+        elif n_new == max_new_tokens or len(ids) + n_new == context: finish = "length"   # the context is full
+        else: finish = None
+        if finish: text += stops.push(streamer.flush()) + stops.flush()   # what was held back, unless it was a stop
+        yield Chunk(text, token_id, finish)
+        if finish: return
+        if seen is not None: seen[0, token_id] = True
+        x = token.view(1, 1)                                              # (1, 1): only the new token
 
 # %% ../nbs/05_sampling.ipynb #ca00f599
 def next_token_candidates(model, tokenizer, prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -325,9 +256,9 @@ class Playground:
         import html
         self.text = ""
         try:
-            for piece in sample(self.model, self.tokenizer, self.prompt.value, seed=self.seed.value,
-                                         max_new_tokens=self.max_new_tokens.value, table=self.table, **self.settings()):
-                self.text += piece.text
+            for chunk in sample(self.model, self.tokenizer, self.prompt.value, seed=self.seed.value,
+                                max_new_tokens=self.max_new_tokens.value, table=self.table, **self.settings()):
+                self.text += chunk.text
                 self.output.value = f"<pre style='white-space: pre-wrap'><b>{html.escape(self.prompt.value)}</b>{html.escape(self.text)}</pre>"
         except ValueError as e: self.output.value = f"<pre style='color: #b00'>{html.escape(str(e))}</pre>"
 

@@ -1,14 +1,17 @@
-"Engine tests: the slot cache and the decoder equal the plain model, batches equal each prompt alone, the command."
+"""Engine tests: the slot cache and the decoder equal the plain model, the fast draw has the distribution of the plain
+loop's rules, batches equal each prompt alone, the command."""
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
-from gptlite.engine import Decoder, SlotKVCache, decoder_for, generate, main, stream_generate
+from gptlite.engine import (Decoder, Sequence, SlotKVCache, candidate_probs, decoder_for, draw, generate, main,
+                            pick_tokens, stream_generate)
 from gptlite.model import GPT, GPTConfig
-from gptlite.sampling import sample
+from gptlite.sampling import process_logits, sample, sample_next, token_bytes_table
 
 from conftest import TINY_CONTEXT, run_main
 
@@ -22,16 +25,29 @@ def test_decoder_step_equals_the_model_with_a_cache(kw, parts):
     decoder = Decoder(model, parts=parts)
     idx = torch.randint(0, 200, (3, 20))
     lengths = [5, 9, 2]                                          # rows at different positions
-    a, b = SlotKVCache(2, 24, 3), SlotKVCache(2, 24, 3)
-    for row, n in enumerate(lengths):
-        with torch.no_grad():
-            model(idx[row:row + 1, :n], kv_cache=a.select(row)); model(idx[row:row + 1, :n], kv_cache=b.select(row))
-    a.select(None); b.select(None)
+    cache = SlotKVCache(2, 24, 3)
+    with torch.no_grad():
+        full = model(idx)[0]                                     # (3, 20, V): each row's whole sequence, no cache
+        for row, n in enumerate(lengths): model(idx[row:row + 1, :n], kv_cache=cache.select(row))
+    cache.select(None)
     for t in range(6):
         tokens = torch.stack([idx[row, n + t] for row, n in enumerate(lengths)])
-        with torch.no_grad(): expected = model(tokens[:, None], kv_cache=a)[0][:, -1]
-        torch.testing.assert_close(decoder.step(tokens, b), expected, atol=1e-5, rtol=1e-4)
-    assert torch.equal(a.lengths, b.lengths)
+        expected = torch.stack([full[row, n + t] for row, n in enumerate(lengths)])
+        torch.testing.assert_close(decoder.step(tokens, cache), expected, atol=1e-5, rtol=1e-4)
+    assert cache.lengths.tolist() == [n + 6 for n in lengths]
+
+
+def test_slot_cache_refuses_a_step_without_the_rows_mask():
+    model = GPT(GPTConfig(vocab_size=50, max_length=8, n_layers=1, n_heads=2, d_model=16, dropout=0.0)).eval()
+    cache = SlotKVCache(1, 8, 2)
+    with torch.no_grad():
+        for row, n in enumerate((2, 4)): model(torch.zeros(1, n, dtype=torch.long), kv_cache=cache.select(row))
+        cache.select(None)
+        with pytest.raises(ValueError, match="a step over several rows is Decoder.step"):
+            model(torch.zeros(2, 1, dtype=torch.long), kv_cache=cache)
+        with pytest.raises(ValueError, match="needs each row's mask"):
+            model.blocks[0].attn(torch.zeros(2, 1, 16), kv_cache=cache)
+    assert cache.lengths.tolist() == [2, 4]                      # nothing was written
 
 
 def test_decoder_is_rebuilt_when_the_weights_change():
@@ -143,9 +159,102 @@ def test_latest_checkpoint_ignores_half_written_dot_folders(tiny_run, tmp_path):
     assert latest_checkpoint(root) == root / "run"
 
 
-@pytest.mark.parametrize("settings_", [dict(temperature=0), dict(temperature=0.9, top_k=20, seed=11)])
-def test_engine_gives_what_the_plain_loop_gives(tiny_model, settings_):
+# --- the fast draw against the plain loop's rules ---------------------------------------------------------------------
+
+
+def full_probs(ids, probs, vocab_size):
+    return probs if ids is None else torch.zeros(probs.size(0), vocab_size).scatter(1, ids, probs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(temperature=st.floats(0.05, 3.0), top_k=st.integers(0, 120), top_p=st.floats(0.01, 1.0),
+       penalty=st.sampled_from([1.0, 0.8, 1.3]), seed=st.integers(0, 99))
+def test_candidate_probs_is_the_distribution_of_process_logits(temperature, top_k, top_p, penalty, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 100, generator=g) * 3                    # continuous: no ties at the k-th
+    seen = torch.rand(3, 100, generator=g) < 0.1
+    ids, probs = candidate_probs(x, temperature, top_k, top_p, penalty, seen)
+    torch.testing.assert_close(full_probs(ids, probs, 100),
+                               torch.softmax(process_logits(x, temperature, top_k, top_p, penalty, seen), -1),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_draw_follows_the_probabilities_and_never_draws_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]])
+    ids = torch.tensor([[10, 11, 12, 13, 14, 15]])
+    u = torch.linspace(0, 1, 10001)[:-1]                       # evenly spread uniforms: exact frequencies
+    tokens = draw(ids.expand(len(u), -1), probs.expand(len(u), -1), u)
+    counts = torch.bincount(tokens - 10, minlength=6).float() / len(u)
+    torch.testing.assert_close(counts, probs[0], atol=2e-4, rtol=0)
+    assert draw(None, probs, torch.tensor([0.0])).item() == 1 and draw(None, probs, torch.tensor([1 - 1e-7])).item() == 4
+
+
+def test_pick_tokens_rows_ignore_their_neighbours_and_report_the_models_logprob():
+    torch.manual_seed(0)
+    x, seen = torch.randn(5, 300) * 2, torch.rand(5, 300) < 0.05
+    gens = lambda: [torch.Generator().manual_seed(7 + b) for b in range(5)]
+    kw = dict(temperature=0.9, top_k=50, top_p=0.9, repetition_penalty=1.2)
+    batch, logp = pick_tokens(x, gens(), seen=seen, **kw)
+    alone = [pick_tokens(x[b:b + 1], [gens()[b]], seen=seen[b:b + 1], **kw)[0].item() for b in range(5)]
+    assert batch.tolist() == alone
+    torch.testing.assert_close(logp, torch.log_softmax(x, -1).gather(1, batch[:, None])[:, 0])
+    assert torch.equal(pick_tokens(x, gens(), greedy=True, repetition_penalty=1.2, seen=seen)[0],
+                       torch.where(seen, torch.where(x > 0, x / 1.2, x * 1.2), x).argmax(-1))
+
+
+def test_sequence_stops_cuts_and_counts(tok):
+    table, eot = token_bytes_table(tok), tok.convert_tokens_to_ids("<|endoftext|>")
+    ids = tok.encode("To be, or not to be: that is the question.")
+    def feed(tokens, **kw):
+        row = Sequence(3, ids[:2], table, eot, **{**dict(stop=None, max_new_tokens=100, context=64), **kw})
+        return [row.accept(t, -0.5) for t in tokens if row.finish_reason is None]
+    pieces = feed(ids[2:], stop=["zz", ": that"])
+    assert "".join(p.text for p in pieces) == tok.decode(ids[2:]).split(": that")[0]
+    assert pieces[-1].finish_reason == "stop" and {p.row for p in pieces} == {3} and pieces[0].logprob == -0.5
+    assert [p.finish_reason for p in feed(ids[2:], max_new_tokens=3)] == [None, None, "length"]
+    assert len(feed(ids[2:], context=6)) == 4
+    assert "".join(p.text for p in feed(ids[2:])) == tok.decode(ids[2:])
+
+
+# --- the engine against the plain loop of 05_sampling: exact when greedy, the same distribution when sampling ---------
+
+
+def test_engine_greedy_is_exactly_the_plain_loop(tiny_model):
     model, tok = tiny_model
     for prompt in PROMPTS:
-        plain = "".join(p.text for p in sample(model, tok, prompt, max_new_tokens=25, **settings_))
-        assert generate(model, tok, prompt, max_new_tokens=25, **settings_)[0].text == plain
+        plain = list(sample(model, tok, prompt, max_new_tokens=25, temperature=0, repetition_penalty=1.2))
+        fast = generate(model, tok, prompt, max_new_tokens=25, temperature=0, repetition_penalty=1.2)[0]
+        assert fast.token_ids == [c.token_id for c in plain] and fast.text == "".join(c.text for c in plain)
+        assert fast.finish_reason == plain[-1].finish_reason
+
+
+@pytest.mark.parametrize("settings_", [dict(temperature=0.9, top_k=20), dict(temperature=1.0, top_p=0.9),
+                                       dict(temperature=1.3, top_k=40, top_p=0.95, repetition_penalty=1.3)])
+def test_engine_draws_from_the_plain_loops_distribution(tiny_model, settings_):
+    model, tok = tiny_model
+    for prompt in PROMPTS:
+        ids = tok.encode(prompt) or [tok.convert_tokens_to_ids("<|endoftext|>")]
+        with torch.no_grad(): logits = model(torch.tensor([ids]))[0][:, -1]
+        seen = torch.zeros_like(logits, dtype=torch.bool); seen[0, ids] = True
+        engine = full_probs(*candidate_probs(logits, seen=seen, **settings_), logits.size(-1))
+        torch.testing.assert_close(engine, torch.softmax(process_logits(logits, seen=seen, **settings_), -1),
+                                   atol=1e-5, rtol=0)
+
+
+def test_engine_and_plain_draw_frequencies_agree(tiny_model):
+    # 4000 next tokens each way; fixed seeds, so the chi-square bound (far beyond chance) cannot flake
+    model, tok = tiny_model
+    s, n = dict(temperature=0.8, top_k=8), 4000
+    with torch.no_grad(): logits = model(torch.tensor([tok.encode("The baker")]))[0][:, -1]
+    candidates, probs = candidate_probs(logits, **s)
+    rows = logits.expand(n, -1)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]
+    engine = pick_tokens(rows, gens(), **s)[0]
+    plain = sample_next(process_logits(rows, **s), generator=torch.Generator().manual_seed(0))
+    wrong = pick_tokens(rows, gens(), temperature=1.3, top_k=8)[0]  # another temperature: another distribution
+    def chi_square(tokens):
+        assert torch.isin(tokens, candidates[0]).all()
+        freq = (tokens[:, None] == candidates[0]).float().mean(0)
+        return float(((freq - probs[0]) ** 2 / probs[0]).sum() * n)
+    assert chi_square(engine) < 40 and chi_square(plain) < 40    # 7 degrees of freedom: 40 is p < 1e-5
+    assert chi_square(wrong) > 40                                # and the test can tell another temperature apart

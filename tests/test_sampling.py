@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from gptlite.model import GPT, GPTConfig
 from gptlite.sampling import (StopChecker, TextStreamer, apply_repetition_penalty, apply_top_k, apply_top_p,
-                              candidate_probs, draw, process_logits, sample, sample_next, token_bytes_table)
+                              process_logits, sample, sample_next, token_bytes_table)
 from gptlite.tokenizer import train_tokenizer
 
 from conftest import SAMPLE, TINY_CONTEXT, run_main
@@ -53,25 +53,6 @@ def test_same_seed_same_draws_and_global_rng_untouched():
     draws = [sample_next(process_logits(x, 1.0, top_p=0.95), generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     assert torch.equal(draws[0], draws[1])
     assert torch.equal(torch.get_rng_state(), state)
-
-
-@settings(max_examples=40, deadline=None)
-@given(temperature=st.floats(0.05, 3.0), top_k=st.integers(0, 120), top_p=st.floats(0.01, 1.0), seed=st.integers(0, 99))
-def test_candidate_probs_is_the_distribution_of_process_logits(temperature, top_k, top_p, seed):
-    x = torch.randn(3, 100, generator=torch.Generator().manual_seed(seed)) * 3      # continuous: no ties at the k-th
-    ids, probs = candidate_probs(x, temperature, top_k, top_p)
-    full = probs if ids is None else torch.zeros_like(x).scatter(1, ids, probs)
-    torch.testing.assert_close(full, torch.softmax(process_logits(x, temperature, top_k, top_p), -1), atol=1e-6, rtol=1e-5)
-
-
-def test_draw_follows_the_probabilities_and_never_draws_zero():
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]])
-    ids = torch.tensor([[10, 11, 12, 13, 14, 15]])
-    u = torch.linspace(0, 1, 10001)[:-1]                       # evenly spread uniforms: exact frequencies
-    tokens = torch.cat([draw(ids, probs, u[i:i + 1]) for i in range(len(u))])
-    counts = torch.bincount(tokens - 10, minlength=6).float() / len(u)
-    torch.testing.assert_close(counts, probs[0], atol=2e-4, rtol=0)
-    assert draw(None, probs, torch.tensor([0.0])).item() == 1 and draw(None, probs, torch.tensor([1 - 1e-7])).item() == 4
 
 
 def test_repetition_penalty_only_touches_seen_tokens():
@@ -125,6 +106,28 @@ def test_sample_greedy_is_the_argmax_of_the_full_forward_pass(tiny_model):
     for piece in sample(model, tok, "The baker", max_new_tokens=15, temperature=0):
         with torch.no_grad(): assert piece.token_id == int(model(torch.tensor([ids]))[0][0, -1].argmax())
         ids.append(piece.token_id)
+
+
+def test_sample_draws_with_process_logits_and_sample_next(tiny_model):
+    # the loop is the lesson's pieces: by hand, without a cache, the same seed gives the same tokens
+    model, tok = tiny_model
+    settings_ = dict(temperature=0.9, top_k=30, top_p=0.95, repetition_penalty=1.2)
+    g, ids = torch.Generator().manual_seed(4), tok.encode("The baker")
+    seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool); seen[0, ids] = True
+    by_hand = []
+    for _ in range(15):
+        with torch.no_grad(): logits = model(torch.tensor([ids]))[0][:, -1]
+        token = int(sample_next(process_logits(logits, seen=seen, **settings_), generator=g))
+        by_hand.append(token); ids.append(token); seen[0, token] = True
+    chunks = list(sample(model, tok, "The baker", max_new_tokens=15, seed=4, **settings_))
+    assert [c.token_id for c in chunks] == by_hand[:len(chunks)]
+    assert chunks[-1].finish_reason is not None and all(c.finish_reason is None for c in chunks[:-1])
+
+
+def test_sample_ends_when_the_context_is_full(tiny_model):
+    model, tok = tiny_model
+    chunks = list(sample(model, tok, "The", max_new_tokens=10 * TINY_CONTEXT, temperature=0))
+    assert len(tok.encode("The")) + len(chunks) == TINY_CONTEXT and chunks[-1].finish_reason == "length"
 
 
 def test_sample_seeds_stops_and_errors(tiny_model):
