@@ -67,12 +67,8 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    # `GPT.forward` (`03_model`) asks the cache for the positions of the tokens it feeds, so to the model a cache is
-    # anything with `length`, `update`, `position_ids` and `advance`.
-    def position_ids(self, n_tokens: int, device=None) -> Tensor:
-        "Positions of the next `n_tokens` tokens: (T,), the same for every row."
-        return torch.arange(self.length, self.length + n_tokens, device=device)
-
+    # `GPT.forward` (`03_model`) reads `length` to place the new tokens, so to the model a cache is anything with
+    # `length`, `update` and `advance`.
     def advance(self, n_tokens: int):
         "Mark `n_tokens` more positions as filled, once every layer has stored them."
         self.length += n_tokens

@@ -79,12 +79,6 @@ class SlotKVCache(KVCache):
             self._mask = (keys.view(1, -1) <= pos.view(-1, 1))[:, None, None, :]             # (B, 1, 1, T_k)
         return self._mask
 
-    def position_ids(self, n_tokens: int, device=None) -> Tensor:   # what `GPT.forward` asks a cache
-        if self.row is None:
-            raise ValueError("the model's forward pass fills one slot at a time (cache.select(row)); "
-                             "a step over several rows is Decoder.step")
-        return super().position_ids(n_tokens, device)                                         # (T,)
-
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         B, nh, T, hs = k.shape
         if self.k is None:

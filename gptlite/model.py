@@ -158,8 +158,7 @@ class GPT(nn.Module):
         if start + T > self.config.max_length:
             raise ValueError(f"the sequence would be {start + T} tokens long, more than max_length="
                              f"{self.config.max_length}: shorten the prompt or use a model with a longer context")
-        ids = kv_cache.position_ids(T, idx.device) if kv_cache is not None else torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.position_encoding(ids))   # (B, T, C); ids (T,) or (B, 1) per row
+        x = self.drop(self.tok_emb(idx) + self.positions(start, T))      # (B, T, C): positions start..start+T-1
         for block in self.blocks: x = block(x, kv_cache)
         if kv_cache is not None: kv_cache.advance(T)
         if logits_to_keep: x = x[:, -logits_to_keep:]                # a prompt only needs its last position's
