@@ -164,6 +164,7 @@ def train_tokenizer(texts: Iterable[str],        # training text: a list of stri
 
 def wrap_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
     "Wrap a `tokenizers.Tokenizer` with gptlite's special tokens and settings."
+    # one special token in all three roles: it ends a document, begins the next, and pads (masked out)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT,
                                    clean_up_tokenization_spaces=False)  # never touch spaces: decode(encode(s)) == s
 

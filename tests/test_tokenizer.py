@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from transformers import AutoTokenizer
 
-from gptlite.tokenizer import (EOT, CharTokenizer, bpe_decode_by_hand, bpe_encode_by_hand, load_tokenizer,
-                               tokenizer_fingerprint, train_bpe_by_hand, train_tokenizer)
+from gptlite.tokenizer import (EOT, CharTokenizer, bpe_decode_by_hand, bpe_encode_by_hand, bytes_per_token,
+                               load_tokenizer, tokenizer_fingerprint, train_bpe_by_hand, train_tokenizer)
 
-from conftest import SAMPLE
+from conftest import SAMPLE, SHAKESPEARE
 
 
 @settings(max_examples=500, deadline=None)
@@ -50,6 +50,21 @@ def test_save_load_equal(tok, tmp_path):
         assert loaded.eos_token_id == tok.eos_token_id
     assert tokenizer_fingerprint(load_tokenizer(tmp_path)) == tokenizer_fingerprint(tok)
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["clean_up_tokenization_spaces"] is False
+
+
+def test_bytes_per_token(tok):
+    text = SAMPLE.read_text(encoding="utf-8")[:20000]
+    assert bytes_per_token(tok, text) == len(text.encode("utf-8")) / len(tok.encode(text))
+    assert bytes_per_token(tok, text) > 2          # a 1000-token vocabulary packs English well past a byte per token
+    assert bytes_per_token(tok, "") == 0           # no division by zero on empty text
+
+
+def test_vocabulary_sizes_are_reached_on_shakespeare():
+    # min_frequency=2 caps the vocabulary; on Tiny Shakespeare's training split the cap lies above 8192
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    train = text[:int(len(text) * 0.9)]
+    assert len(train_tokenizer([train], vocab_size=8192)) == 8192
+    assert 8192 < len(train_tokenizer([train], vocab_size=100_000)) < 100_000
 
 
 def test_load_missing(tmp_path):
@@ -95,10 +110,11 @@ def test_hand_bpe_compresses():
     assert len(bpe_encode_by_hand(text, merges)) < 0.7 * len(text.encode())
 
 
-@pytest.mark.parametrize("vocab_size", [300, 1000, 5000])
-def test_fast_encoder_gives_identical_ids_on_the_corpus(vocab_size):
+@pytest.mark.parametrize("corpus,vocab_size", [(SAMPLE, 300), (SAMPLE, 1000), (SAMPLE, 5000), (SHAKESPEARE, 8192)])
+def test_fast_encoder_gives_identical_ids_on_the_corpus(corpus, vocab_size):
+    # tiktoken merges by token rank, Hugging Face by merge rule: equal on trained vocabularies, checked on both corpora
     from gptlite.tokenizer import fast_encoder, train_tokenizer
-    text = SAMPLE.read_text(encoding="utf-8")
+    text = corpus.read_text(encoding="utf-8")
     tok = train_tokenizer([text], vocab_size=vocab_size)
     assert fast_encoder(tok).encode_ordinary(text) == tok.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
