@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import codecs
 import hashlib
 import json
 import math
 import os
 import shutil
+import string
 import sys
 import time
 import uuid
@@ -27,13 +29,16 @@ from tqdm import tqdm  # the terminal bar: bars are shown only in a terminal (a 
 from .tokenizer import EOT, fast_encoder, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'DEFAULT_CORPUS', 'CACHE_FORMAT', 'DataError', 'find_text_files', 'default_data', 'iter_text_chunks',
-           'bits_per_byte', 'split_pieces', 'training_text', 'encode_corpus', 'write_cache', 'TokenData',
-           'corpus_fingerprint', 'prepare_data', 'CacheDamaged', 'prepare', 'CLIParser', 'main']
+__all__ = ['EXAMPLES', 'DEFAULT_CORPUS', 'CACHE_FORMAT', 'DataError', 'CacheDamaged', 'find_text_files', 'default_data',
+           'iter_text_chunks', 'bits_per_byte', 'split_pieces', 'training_text', 'encode_corpus', 'write_cache',
+           'TokenData', 'corpus_fingerprint', 'prepare_data', 'prepare', 'CLIParser', 'main']
 
 # %% ../nbs/01_data.ipynb #7e355d36
 class DataError(ValueError):
     "A problem with the user's text or cache, explained in one line."
+
+class CacheDamaged(DataError):
+    "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
 
 def find_text_files(path: str | Path | list[Path] = "data", # a .txt file, a folder searched recursively, or a list of files
                    ) -> list[Path]:            # the files, sorted by path
@@ -73,37 +78,41 @@ def default_data(root: str | Path = "data", # the project's data folder
 def _size(n: int) -> str: return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{n} bytes"
 
 # %% ../nbs/01_data.ipynb #e46edbad
-def _cut_point(buf: bytes) -> int:
-    "Where to cut `buf`: after its last newline, else before an incomplete UTF-8 character at its end."
-    newline = buf.rfind(b"\n")
-    if newline >= 0: return newline + 1
-    for back in range(1, min(4, len(buf)) + 1):
-        b = buf[-back]
-        if b & 0xC0 != 0x80:  # ASCII or the first byte of a character: how long is that character?
-            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4
-            return len(buf) - back if need > back else len(buf)
-    return len(buf)
+def _visible(c: str) -> bool:
+    "A letter, a digit or ASCII punctuation: never whitespace, for any regex engine."
+    return c.isalnum() or c in string.punctuation
+
+def _safe_cut(text: str) -> int:
+    "The last place where `text` can be cut without changing its GPT-2 split; 0 if there is none."
+    for sep, after in (("\n", 1), (" ", 0)):        # after a newline in `x\nY`, else before the space in `x Y`
+        i = text.rfind(sep, 1, len(text) - 1)         # a separator with a character on each side
+        while i > 0:
+            if _visible(text[i - 1]) and _visible(text[i + 1]): return i + after
+            i = text.rfind(sep, 1, i)
+    return 0
 
 def iter_text_chunks(path: str | Path,        # a UTF-8 text file
-                     chunk_bytes: int = 1 << 16, # read about this many bytes at a time
+                     chunk_bytes: int = 1 << 16, # read this many bytes at a time
                     ) -> Iterator[str]:
-    "Stream a UTF-8 file as pieces of about `chunk_bytes`, each ending after a newline where possible."
-    offset, buf = 0, b""
+    "Stream a UTF-8 file as pieces of about `chunk_bytes`, cut only where the tokenizer's split would cut anyway."
+    decoder, text = codecs.getincrementaldecoder("utf-8")(), ""   # it holds back a character cut by a block's end
     with open(path, "rb") as f:
+        if f.read(3) != codecs.BOM_UTF8: f.seek(0)   # a byte-order mark is not text
+        read = f.tell()                               # bytes read so far, for the offset of a bad byte
         while True:
             block = f.read(chunk_bytes)
-            buf += block
-            cut = _cut_point(buf) if block else len(buf)
-            piece, buf = buf[:cut], buf[cut:]
-            if piece:
-                try: text = piece.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{path}: not valid UTF-8 at byte {offset + e.start} "
-                                    f"(save the file as UTF-8)") from None
-                if offset == 0: text = text.removeprefix("\ufeff")  # a byte-order mark is not text
-                offset += len(piece)
-                yield text
-            if not block: return
+            held = len(decoder.getstate()[0])         # bytes of a character that the last block cut in two
+            try: text += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not valid UTF-8 at byte {read - held + e.start} "
+                                f"(save the file as UTF-8)") from None
+            read += len(block)
+            if not block: break
+            cut = _safe_cut(text) or (len(text) if len(text) >= 4 * chunk_bytes else 0)   # else cut anyway after 4 blocks
+            if cut:
+                yield text[:cut]
+                text = text[cut:]
+    if text: yield text
 
 # %% ../nbs/01_data.ipynb #b091be75
 def bits_per_byte(loss: float,   # mean cross-entropy in nats per token
@@ -290,7 +299,7 @@ class TokenData:
 
 # %% ../nbs/01_data.ipynb #11456b06
 def corpus_fingerprint(files: Iterable[Path]) -> str:
-    "A hash of the files' contents, in order; names and dates do not matter."
+    "A hash of the files' contents, in order; names and dates count only through the order."
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.stat().st_size}\0".encode())
@@ -337,10 +346,6 @@ def _check_unchanged(files: list[Path], before: list):
         changed = next((f for f, x, y in zip(files, before, after) if x != y), files[-1])
         raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
 
-# %% ../nbs/01_data.ipynb #7ca401e9
-class CacheDamaged(DataError):
-    "A token cache whose files do not match its meta.json (cut short by a crash or a full disk)."
-
 # %% ../nbs/01_data.ipynb #82946c80
 def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder of them, a list of files; None: `default_data()`
             out: str | Path = "saved_models/prepared", # where the tokenizer is kept (trained here if missing)
@@ -375,6 +380,7 @@ def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder
                              progress=progress)
 
 # %% ../nbs/01_data.ipynb #a76bd120
+# argparse, not fastcore's `call_parse`: call_parse builds its own parser, so its errors could not be made one line.
 class CLIParser(argparse.ArgumentParser):
     "An argument parser whose errors are one line and exit code 2, instead of a block of usage text."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -4,16 +4,19 @@ import math
 from pathlib import Path
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 
 import numpy as np
 import pytest
+import regex
 import torch
+from hypothesis import given, settings, strategies as st
 
 from gptlite.data import (CACHE_FORMAT, CacheDamaged, DataError, TokenData, bits_per_byte, encode_corpus,
                           find_text_files, iter_text_chunks, main, prepare, prepare_data, split_pieces, training_text,
                           write_cache)
-from gptlite.tokenizer import EOT, train_tokenizer
+from gptlite.tokenizer import EOT, GPT2_SPLIT, train_tokenizer
 
 from conftest import SAMPLE, SHAKESPEARE, run_main
 
@@ -53,9 +56,57 @@ def test_small_chunks_lose_nothing(tok, tmp_path):
     path = write(tmp_path / "a.txt", text)
     chunks = list(iter_text_chunks(path, chunk_bytes=64))
     assert "".join(chunks) == text
-    assert all(len(c.encode()) <= 128 for c in chunks)
+    assert all(len(c) < 5 * 64 for c in chunks)      # less than 4 blocks held without a safe cut, plus one block
     td = prepare_data(path, tok, cache_dir=tmp_path / "cache", chunk_bytes=64, progress=False)
     assert tok.decode(np.concatenate([td.train, td.val]).tolist()) == text + EOT
+
+
+def gpt2_split(text):
+    return regex.findall(GPT2_SPLIT, text)
+
+
+# Letters, digits, punctuation, an apostrophe, several kinds of whitespace (lines that start with spaces or tabs,
+# blank lines, CRLF, Unicode spaces), multi-byte characters: every way a cut could change the GPT-2 split.
+TRICKY = st.text(alphabet=st.sampled_from(list("ab1 é🍞'.,\n\t\r\u00a0\u3000\x85")), max_size=60) | st.text(max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TRICKY, chunk_bytes=st.sampled_from([16, 17, 32, 100]))
+def test_pieces_encode_like_the_whole_text(tok, text, chunk_bytes):
+    # 60 characters never fill the 4 blocks after which a piece is cut anywhere, so every cut must be a safe one
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.txt"
+        path.write_bytes(text.encode("utf-8"))
+        pieces = list(iter_text_chunks(path, chunk_bytes))
+    text = text.removeprefix("\ufeff")
+    assert "".join(pieces) == text
+    assert [s for p in pieces for s in gpt2_split(p)] == gpt2_split(text)
+    assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+
+
+def test_indented_lines_give_the_same_cache_for_any_chunk_size(tok, tmp_path):
+    # lines that start with spaces or tabs, blank lines, trailing spaces: the ids of each split are those of its
+    # text encoded whole, whatever chunk_bytes is (it is not part of the cache's name)
+    path = write(tmp_path / "code.txt", "".join(f"def f{i}(x):\n    if x:\n\t\treturn {i}  \n\n    return x\n"
+                                                for i in range(300)))
+    raw = path.read_bytes()
+    caches = [prepare_data(path, tok, cache_dir=tmp_path / f"cache{n}", chunk_bytes=n, progress=False)
+              for n in (7, 64, 1000, 1 << 16)]
+    n_train = caches[0].meta["train_bytes"]
+    assert np.array_equal(caches[0].train, tok.encode(raw[:n_train].decode()))
+    assert np.array_equal(caches[0].val, tok.encode(raw[n_train:].decode()) + [tok.eos_token_id])
+    for td in caches[1:]:
+        assert np.array_equal(td.train, caches[0].train) and np.array_equal(td.val, caches[0].val)
+
+
+def test_byte_order_mark_and_bad_bytes_across_blocks(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffhé🍞 there\n".encode() * 20)
+    text = "".join(iter_text_chunks(path, chunk_bytes=5))
+    assert text == "hé🍞 there\n" + "\ufeffhé🍞 there\n" * 19            # only the first one is a byte-order mark
+    path.write_bytes("é".encode() * 10 + "🍞".encode()[:3])               # a character cut short by the file's end
+    with pytest.raises(DataError, match="not valid UTF-8 at byte 20"):
+        list(iter_text_chunks(path, chunk_bytes=3))
 
 
 def test_cache_reused_and_invalidated(tok, tmp_path):
@@ -71,6 +122,9 @@ def test_cache_reused_and_invalidated(tok, tmp_path):
         f.write("One more sentence.\n")
     c = prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False)
     assert c.path != a.path and len(c.train) > len(a.train)
+    first = find_text_files(folder)[0]                # the edit undone: the first cache is found again
+    first.write_text(first.read_text(encoding="utf-8").removesuffix("One more sentence.\n"), encoding="utf-8")
+    assert prepare_data(folder, tok, cache_dir=tmp_path / "cache", progress=False).path == a.path
 
 
 def test_cache_of_another_tokenizer(tok, tmp_path):
