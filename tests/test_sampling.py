@@ -5,12 +5,12 @@ import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
 
-from gptlite.model import GPT, GPTConfig
-from gptlite.sampling import (StopChecker, TextStreamer, apply_repetition_penalty, apply_top_k, apply_top_p,
-                              process_logits, sample, sample_next, token_bytes_table)
+from gptlite.model import to_hf
+from gptlite.sampling import (StopChecker, TextStreamer, apply_greedy, apply_repetition_penalty, apply_top_k,
+                              apply_top_p, process_logits, sample, sample_next, token_bytes_table)
 from gptlite.tokenizer import train_tokenizer
 
-from conftest import SAMPLE, TINY_CONTEXT, run_main
+from conftest import SAMPLE, TINY_CONTEXT
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,16 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 def test_greedy_is_argmax_and_temperature_zero_ignores_filters():
     x = torch.randn(4, 100)
-    assert torch.equal(sample_next(process_logits(x, 0.0, top_k=3, top_p=0.5), greedy=True), x.argmax(-1))
+    assert torch.equal(torch.isfinite(apply_greedy(x)).sum(-1), torch.ones(4, dtype=torch.long))
+    for seed in range(20):                       # temperature 0 leaves one token: every draw is the argmax
+        g = torch.Generator().manual_seed(seed)
+        assert torch.equal(sample_next(process_logits(x, 0.0, top_k=3, top_p=0.5), g), x.argmax(-1))
+
+
+def test_greedy_applies_the_repetition_penalty_first():
+    x, seen = torch.tensor([[2.0, 1.9, 0.0]]), torch.tensor([[True, False, False]])
+    assert int(sample_next(process_logits(x, 0.0))) == 0
+    assert int(sample_next(process_logits(x, 0.0, repetition_penalty=1.3, seen=seen))) == 1   # 2.0 / 1.3 < 1.9
 
 
 def test_same_seed_same_draws_and_global_rng_untouched():
@@ -122,6 +131,20 @@ def test_sample_draws_with_process_logits_and_sample_next(tiny_model):
     chunks = list(sample(model, tok, "The baker", max_new_tokens=15, seed=4, **settings_))
     assert [c.token_id for c in chunks] == by_hand[:len(chunks)]
     assert chunks[-1].finish_reason is not None and all(c.finish_reason is None for c in chunks[:-1])
+
+
+def test_greedy_with_repetition_penalty_matches_hf_generate(tiny_model):
+    # the loop's `seen` bookkeeping (prompt included, updated every step) against transformers' own generate
+    model, tok = tiny_model
+    hf = to_hf(model, tok)
+    for prompt in ("The baker", "A"):
+        ids = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, repetition_penalty=1.3,
+                                 max_new_tokens=60, pad_token_id=tok.eos_token_id)[0, ids.size(1):].tolist()
+        ours = [c.token_id for c in sample(model, tok, prompt, max_new_tokens=60, temperature=0, repetition_penalty=1.3)]
+        assert ours == theirs
+        assert ours != [c.token_id for c in sample(model, tok, prompt, max_new_tokens=60, temperature=0)]  # it bites
 
 
 def test_sample_ends_when_the_context_is_full(tiny_model):
