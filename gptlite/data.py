@@ -108,7 +108,8 @@ def iter_text_chunks(path: str | Path,        # a UTF-8 text file
                                 f"(save the file as UTF-8)") from None
             read += len(block)
             if not block: break
-            cut = _safe_cut(text) or (len(text) if len(text) >= 4 * chunk_bytes else 0)   # else cut anyway after 4 blocks
+            # no safe place: cut anyway once the text held is 4 blocks' worth of characters (not bytes)
+            cut = _safe_cut(text) or (len(text) if len(text) >= 4 * chunk_bytes else 0)
             if cut:
                 yield text[:cut]
                 text = text[cut:]
@@ -213,7 +214,7 @@ def write_cache(folder: str | Path,  # the cache folder to create
                 encoded: Iterable[tuple[str, list[int], int]], # (split, ids, bytes of text) from `encode_corpus`
                 meta: dict,          # what meta.json records besides the counts; needs "dtype" (uint16 or uint32)
                 check: Callable[[], None] | None = None, # run after the ids are written, before the folder appears
-               ) -> dict:            # the meta.json written, with the tokens and bytes of each split
+               ) -> dict:            # the cache's meta.json, with the tokens and bytes of each split
     "Write the ids to train.bin and val.bin in a temporary folder, then rename it to `folder` in one step."
     folder, start = Path(folder), time.time()
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -229,8 +230,9 @@ def write_cache(folder: str | Path,  # the cache folder to create
         meta = {**meta, **counts, "seconds": round(time.time() - start, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try: tmp.rename(folder)                       # atomic: the cache appears complete or not at all
-        except OSError:                               # another process finished the same cache first
+        except OSError:                               # another process finished the same cache first:
             if not (folder / "meta.json").is_file(): raise
+            meta = json.loads((folder / "meta.json").read_text())   # keep it, and say what it holds
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
@@ -356,19 +358,24 @@ def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder
            ):
     "Load or train the tokenizer in `out`, then tokenize `data` into a cached train/validation split."
     files, out = find_text_files(data) if data is not None else default_data()[0], Path(out)
+    trained_on = dict(corpus=corpus_fingerprint(files), val_fraction=val_fraction)   # what the tokenizer learns from
     if (out / "tokenizer.json").is_file():
         tok, info = load_tokenizer(out), json.loads((out / "tokenizer_training.json").read_text()) \
             if (out / "tokenizer_training.json").is_file() else {}
         if info.get("vocab_size", vocab_size) != vocab_size:
             raise DataError(f"{out} holds a tokenizer trained with vocab_size={info['vocab_size']}, not {vocab_size}: "
                             f"use another output folder or the same vocab_size")
+        for key, now in trained_on.items():          # a record from an older gptlite lacks these: not checked
+            if info.get(key, now) != now:
+                raise DataError(f"{out} holds a tokenizer trained on other text ({key}={info[key]}, not {now}): "
+                                f"use another output folder for this text")
     else:
         start = time.time()
         tok = train_tokenizer(training_text(files, val_fraction), vocab_size,   # the trainer's bar draws on stderr;
                               show_progress=progress and sys.stderr.isatty())   # in a notebook it would print blank lines
         # The tokenizer may have fewer than `vocab_size` tokens: merges stop when no pair occurs twice.
         info = dict(vocab_size=vocab_size, n_tokens=len(tok), seconds=round(time.time() - start, 3),
-                    corpus_bytes=sum(f.stat().st_size for f in files))
+                    corpus_bytes=sum(f.stat().st_size for f in files), **trained_on)
         tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
         tok.save_pretrained(tmp)
         (tmp / "tokenizer_training.json").write_text(json.dumps(info, indent=2))
@@ -406,7 +413,8 @@ def main(argv: list[str] | None = None):
         parser.exit(2, f"gptlite-prepare: error: {e}\n")
     m = td.meta
     n_bytes, n_tokens = m["train_bytes"] + m["val_bytes"], m["train_tokens"] + m["val_tokens"]
-    print(f"tokenizer: {args.out} ({len(tok)} tokens)")
+    fewer = f" of the {args.vocab_size} asked for: no pair left occurs twice" if len(tok) < args.vocab_size else ""
+    print(f"tokenizer: {args.out} ({len(tok)} tokens{fewer})")
     print(f"corpus: {m['n_files']} file(s), {n_bytes:,} bytes -> {n_tokens:,} tokens ({n_bytes / n_tokens:.2f} bytes/token)")
     print(f"cache: {td.path} (train {m['train_tokens']:,} tokens, val {m['val_tokens']:,} tokens / {m['val_bytes']:,} bytes)")
     print(f"done in {time.time() - start:.1f} s")

@@ -9,14 +9,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import regex
 import torch
 from hypothesis import given, settings, strategies as st
+from tokenizers.pre_tokenizers import ByteLevel
 
 from gptlite.data import (CACHE_FORMAT, CacheDamaged, DataError, TokenData, bits_per_byte, encode_corpus,
                           find_text_files, iter_text_chunks, main, prepare, prepare_data, split_pieces, training_text,
                           write_cache)
-from gptlite.tokenizer import EOT, GPT2_SPLIT, train_tokenizer
+from gptlite.tokenizer import EOT, train_tokenizer
 
 from conftest import SAMPLE, SHAKESPEARE, run_main
 
@@ -62,7 +62,8 @@ def test_small_chunks_lose_nothing(tok, tmp_path):
 
 
 def gpt2_split(text):
-    return regex.findall(GPT2_SPLIT, text)
+    # the tokenizer's own GPT-2 split (GPT2_SPLIT, applied by the ByteLevel pre-tokenizer), as parts of `text`
+    return [text[start:end] for _, (start, end) in ByteLevel(add_prefix_space=False).pre_tokenize_str(text)]
 
 
 # Letters, digits, punctuation, an apostrophe, several kinds of whitespace (lines that start with spaces or tabs,
@@ -181,6 +182,8 @@ def test_batches(tok, tmp_path):
     assert int(x.max()) < len(tok)
     x2, _ = td.get_batch("train", 8, 32, generator=torch.Generator().manual_seed(1))
     assert torch.equal(x, x2)
+    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
+        td.get_batch("test", 8, 32)
     # every window is a real slice of the split
     flat = td.train.astype(np.int64)
     row = x[0].numpy()
@@ -403,7 +406,7 @@ def test_write_cache_is_all_or_nothing(tok, tmp_path):
     td = TokenData.load(tmp_path / "c" / "t")
     assert tok.decode(np.concatenate([td.train, td.val]).tolist()) == path.read_text(encoding="utf-8") + EOT
     # a second writer of the same folder keeps the first one's cache and leaves no temporary folder
-    assert write_cache(tmp_path / "c" / "t", encode_corpus([path], tok), meta)["val_tokens"] == written["val_tokens"]
+    assert write_cache(tmp_path / "c" / "t", encode_corpus([path], tok), meta) == written   # the kept cache's meta
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["t"]
     # a failing check, or a failure while encoding, leaves nothing
     def fail(): raise DataError("no")
@@ -421,3 +424,25 @@ def test_a_cache_of_another_format_is_refused(tok, tmp_path):
     (td.path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="another version of gptlite"):
         TokenData.load(td.path, tok)
+
+
+def test_prepare_refuses_a_tokenizer_trained_on_other_text(tmp_path, capsys, monkeypatch):
+    # a run folder's tokenizer is reused only for the text (and val_fraction) it was trained on
+    text = SAMPLE.read_text(encoding="utf-8")
+    mine, other = write(tmp_path / "mine.txt", text[:20_000]), write(tmp_path / "other.txt", text[20_000:40_000])
+    prepare(mine, tmp_path / "run", vocab_size=300, progress=False)
+    info = json.loads((tmp_path / "run" / "tokenizer_training.json").read_text())
+    assert info["val_fraction"] == 0.1 and len(info["corpus"]) == 16
+    prepare(mine, tmp_path / "run", vocab_size=300, progress=False)               # the same text: reused
+    with pytest.raises(DataError, match=r"trained on other text \(corpus=.*use another output folder"):
+        prepare(other, tmp_path / "run", vocab_size=300, progress=False)
+    with pytest.raises(DataError, match=r"val_fraction=0.1, not 0.2"):             # it has read today's validation text
+        prepare(mine, tmp_path / "run", vocab_size=300, val_fraction=0.2, progress=False)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(main, ["--data", str(other), "--out", "run", "--vocab-size", "300", "--quiet"], capsys)
+    assert code == 2 and "trained on other text" in err and err.strip().count("\n") == 0
+    # a run folder written by an older gptlite records no fingerprint: its tokenizer is still used
+    older = {k: info[k] for k in ("vocab_size", "n_tokens", "seconds", "corpus_bytes")}
+    (tmp_path / "run" / "tokenizer_training.json").write_text(json.dumps(older))
+    tok, td = prepare(other, tmp_path / "run", vocab_size=300, progress=False)
+    assert len(tok) == info["n_tokens"] and td.meta["n_files"] == 1
