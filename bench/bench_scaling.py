@@ -1,10 +1,10 @@
 """Best validation bits per byte against model size, for two corpus sizes and two time budgets: the measurements behind
-the data-aware default configuration (`gptlite.training.auto_config`, taught in `nbs/04_training.ipynb`).
+the default run's sizing rule (`gptlite.training.plan_size`, taught in Part 4 of `nbs/04_training.ipynb`).
 
     python bench/bench_scaling.py                       # writes bench/results/scaling.json
 
 Every run uses the default recipe (4 layers, context 64, batch 24, Muon, lr 4e-3, vocabulary and dropout from the
-corpus as `auto_config` chooses them) and varies only the width. A time budget is turned into a number of steps by
+corpus as `plan_size` chooses them) and varies only the width. A time budget is turned into a number of steps by
 timing full training steps of each size first (2 threads, interleaved, median of rounds); the runs then train for
 that many steps with one thread (`OMP_NUM_THREADS=1`), so their results do not depend on the machine's speed while
 they run, and another job can share the machine. Each run trains its own tokenizer on the training split and is
