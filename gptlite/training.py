@@ -637,7 +637,7 @@ def recover_checkpoint(path: str | Path) -> str | None:
         if p.exists(): shutil.rmtree(p, ignore_errors=True)
     return done
 
-# %% ../nbs/04_training.ipynb #5ab2cc58
+# %% ../nbs/04_training.ipynb #57eb0e27
 class RunLock:
     """An exclusive lock on a run directory for the length of a run: a second `gptlite-train` on the same `--out`
     stops with a one-line error instead of both writing the same files. (POSIX `flock`; elsewhere no lock.)"""
@@ -658,12 +658,14 @@ class RunLock:
     def __exit__(self, *exc):
         if self.file: self.file.close()          # closing releases the lock
 
+# %% ../nbs/04_training.ipynb #f9bae2ab
 def patience_spent(run: Run) -> bool:
     "Whether the last `patience` evaluations all failed to beat the best validation loss before them."
     evals = [r["val_loss"] for r in run.state.rows if "val_loss" in r]
     p = run.cfg.patience
     return bool(p) and len(evals) > p and min(evals[-p:]) >= min(evals[:-p])
 
+# %% ../nbs/04_training.ipynb #28e45d23
 def finish(run: Run, row: dict, stopped_by: str | None = None) -> dict:
     "The summary: the last evaluation and, on process 0, the best checkpoint scored on the whole validation split."
     cfg, st = run.cfg, run.state
@@ -683,6 +685,7 @@ def finish(run: Run, row: dict, stopped_by: str | None = None) -> dict:
                 f"best val loss {st.best_val:.4f}")
     return summary
 
+# %% ../nbs/04_training.ipynb #75c96659
 def train(cfg: TrainConfig,                    # the run's settings
           data: str | Path | None = None,      # a .txt file or folder of them; None: `default_data()`
           out: str | Path = "saved_models/run",# the run directory
@@ -737,6 +740,7 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     summary = finish(run, last if last and last["step"] == st.step else evaluate_and_checkpoint(run), stopped_by)
     if run.world > 1: torch.distributed.destroy_process_group()
     return summary
+
 
 class ProgressBar:
     """tqdm over the run: 0-100% of the time budget (or of the steps, if they end it sooner), else steps. Only in a
