@@ -184,7 +184,7 @@ def encode_corpus(files: list[Path],          # the corpus, in order
                   chunk_bytes: int = 1 << 16, # read this many bytes at a time, and encode 16 times as many at once
                   progress: bool = False,     # show a progress bar (in a terminal only)
                  ) -> Iterator[tuple[str, list[int], int]]: # (split, ids, bytes of text they stand for), in order
-    "Tokenize `files` piece by piece, in batches of 16 chunks, with `<|endoftext|>` after each file."
+    "Tokenize `files` piece by piece, in batches of about 16 × `chunk_bytes`, with `<|endoftext|>` after each file."
     total = sum(f.stat().st_size for f in files)
     if total == 0: raise DataError(f"the corpus is empty: {len(files)} file(s), 0 bytes")
     encode, eot = _batch_encoder(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
@@ -320,7 +320,7 @@ def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them,
     "Tokenize a corpus into a train/validation token cache on disk, or reuse the cache if it exists."
     if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     files = data if isinstance(data, list) else find_text_files(data)
-    before = _stamps(files)                            # to notice a file that changes while we read it
+    before = _stamps(files)                            # sizes and dates: see "When things go wrong"
     key = hashlib.sha256(f"{CACHE_FORMAT}|{corpus_fingerprint(files)}|{tokenizer_fingerprint(tokenizer)}|"
                          f"{val_fraction}".encode()).hexdigest()[:16]
     folder = Path(cache_dir) / f"tokens-{key}"
@@ -334,19 +334,6 @@ def prepare_data(data: str | Path | list[Path], # a .txt file, a folder of them,
     write_cache(folder, encode_corpus(files, tokenizer, val_fraction, chunk_bytes, progress), meta,
                 check=lambda: _check_unchanged(files, before))
     return TokenData.load(folder, tokenizer)
-
-# The guard against a file that changes while it is read: see "When things go wrong" below.
-def _stamps(files: list[Path]) -> list:
-    "Each file's size and modification time."
-    return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-
-def _check_unchanged(files: list[Path], before: list):
-    "Raise if a file's size or date is no longer `before`: the cache would not match the text it is named after."
-    try: after = _stamps(files)
-    except OSError: after = []                         # a file was deleted
-    if after != before:
-        changed = next((f for f, x, y in zip(files, before, after) if x != y), files[-1])
-        raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
 
 # %% ../nbs/01_data.ipynb #82946c80
 def prepare(data: str | Path | list[Path] | None = None, # a .txt file, a folder of them, a list of files; None: `default_data()`
@@ -419,4 +406,19 @@ def main(argv: list[str] | None = None):
     print(f"cache: {td.path} (train {m['train_tokens']:,} tokens, val {m['val_tokens']:,} tokens / {m['val_bytes']:,} bytes)")
     print(f"done in {time.time() - start:.1f} s")
 
+# %% ../nbs/01_data.ipynb #d759735a
+def _stamps(files: list[Path]) -> list:
+    "Each file's size and modification time."
+    return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+def _check_unchanged(files: list[Path], before: list):
+    "Raise if a file's size or date is no longer `before`: the cache would not match the text it is named after."
+    try: after = _stamps(files)
+    except OSError: after = []                         # a file was deleted
+    if after != before:
+        changed = next((f for f, x, y in zip(files, before, after) if x != y), files[-1])
+        raise DataError(f"{changed} changed while it was being tokenized: run again once the files stay put")
+
+# %% ../nbs/01_data.ipynb #f4d1952a
+# Last in the module, so that `python -m gptlite.data` finds every function above defined.
 if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()   # run as `python -m gptlite.data`, not inside a notebook
