@@ -629,7 +629,7 @@ def recover_checkpoint(path: str | Path) -> str | None:
     done = None
     if not path.exists() and olds:
         # path/ was renamed to old/ only once a tmp/ was complete and on disk: roll forward to the newest tmp/,
-        # or back to old/ if the crash came after tmp/ was renamed away (not possible while path/ is missing).
+        # or else back to the newest old/
         src = tmps[-1] if tmps else olds[-1]
         os.rename(src, path); fsync_path(path.parent)
         done = f"recovered {path} from {src.name}"
