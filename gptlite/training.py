@@ -39,7 +39,7 @@ __all__ = ['AUTO_FIELDS', 'DEFAULT_RUN', 'PRESETS', 'NS_COEFFICIENTS', 'MODEL_FA
            'pick_device', 'fast_bf16', 'autocast_for', 'step_seconds', 'pick_precision', 'TrainingError',
            'read_metrics', 'RunState', 'Run', 'setup_run', 'choose_precision', 'train_step', 'step_seed', 'rng_states',
            'set_rng_states', 'write_metrics', 'save_state', 'evaluate_and_checkpoint', 'start_line', 'plot_metrics',
-           'restore', 'recover_checkpoint', 'RunLock', 'patience_spent', 'finish', 'train', 'ProgressBar',
+           'restore', 'recover_checkpoint', 'RunLock', 'patience_spent', 'finish', 'sync_clock', 'train', 'ProgressBar',
            'build_parser', 'main', 'auto_vocab', 'width_config', 'dropout_for', 'measure_train_step',
            'tokens_per_param_target', 'plan_size', 'describe_plan']
 
@@ -393,8 +393,10 @@ class RunState:
     elapsed_before: float = 0.0            # seconds spent by the runs this one resumes
     rows: list = field(default_factory=list)   # metrics.jsonl's rows
     started: float = field(default_factory=time.time)
+    synced: float | None = None            # several processes: the seconds they all agreed on (`sync_clock`)
 
-    def elapsed(self) -> float: return self.elapsed_before + time.time() - self.started
+    def elapsed(self) -> float:
+        return self.synced if self.synced is not None else self.elapsed_before + time.time() - self.started
     def progress(self, cfg: TrainConfig) -> float:
         "The fraction of the run done: of its steps, or of its time budget if that ends it sooner."
         p = self.step / cfg.max_iters
@@ -686,6 +688,16 @@ def finish(run: Run, row: dict, stopped_by: str | None = None) -> dict:
     return summary
 
 # %% ../nbs/04_training.ipynb #75c96659
+def sync_clock(run: Run):
+    """With several processes, every one takes process 0's clock for this step, so all set the same learning rate
+    and stop at the same step (each reading its own clock, they would drift apart, or one would wait for the others
+    in a step they never take)."""
+    if run.world == 1: return
+    st = run.state
+    now = torch.tensor([st.elapsed_before + time.time() - st.started], dtype=torch.float64, device=run.device)
+    torch.distributed.broadcast(now, src=0)
+    st.synced = float(now)
+
 def train(cfg: TrainConfig,                    # the run's settings
           data: str | Path | None = None,      # a .txt file or folder of them; None: `default_data()`
           out: str | Path = "saved_models/run",# the run directory
@@ -719,8 +731,10 @@ def _train(cfg: TrainConfig, data, out: Path, resume: bool, progress: bool, stop
     run.log(start_line(run, measured))
     bar = ProgressBar(run, show=progress and run.master)
     recent, t_log, stopped_by = [], time.time(), None
+    sync_clock(run)
     while st.step < cfg.max_iters and not (cfg.time_budget and st.elapsed() >= cfg.time_budget):
         recent.append(train_step(run))
+        sync_clock(run)
         if st.step % cfg.log_interval == 0 or st.step == cfg.max_iters:
             tok_s = len(recent) * run.tokens_per_step / max(1e-9, time.time() - t_log)
             lr = run.optimizer.param_groups[0]["lr"]
@@ -844,7 +858,7 @@ def measure_train_step(cfg: TrainConfig, vocab_size: int, device: torch.device =
             if i: times[p].append(time.perf_counter() - t)
     return {p: float(np.median(t)) for p, t in times.items()}, model.num_params()
 
-# The rule, read off the measurements in bench/results/scaling.json and bench/RESULTS.md (the figure below): among the
+# The rule, read off the measurements in bench/results/scaling.json and bench/RESULTS.md (the figure above): among the
 # sizes with at most MAX_PARAMS_PER_TOKEN parameters per token of text, the one whose run will see closest to
 # `tokens_per_param_target` training tokens per parameter (on a log scale). The target grows with the compute of the
 # run (parameters x tokens): at the reference compute it is TOKENS_PER_PARAM.

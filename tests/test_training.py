@@ -410,3 +410,27 @@ def test_recover_checkpoint_after_a_crash_between_the_renames(tok, tmp_path):
     load_checkpoint(tmp_path / "ckpt")
     (tmp_path / ".ckpt.tmp-3").mkdir()                                 # a first save cut short: only removed
     assert recover_checkpoint(tmp_path / "ckpt") is None and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def _clock_worker(rank, port, out):
+    import time
+    from types import SimpleNamespace
+    import torch
+    from gptlite.training import RunState, sync_clock
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    state = RunState(started=time.time() - 100 * rank)             # rank 1's own clock reads 100 s more
+    sync_clock(SimpleNamespace(world=2, state=state, device=torch.device("cpu")))
+    out[rank] = state.elapsed()
+    torch.distributed.destroy_process_group()
+
+
+def test_processes_share_process_0s_clock():
+    "With a time budget the learning rate follows the clock: every process must read the same one."
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_clock_worker, args=(port, out), nprocs=2)
+        assert out[0] == out[1] and out[0] < 50                     # rank 0's clock, not rank 1's
