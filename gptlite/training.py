@@ -821,8 +821,8 @@ def auto_vocab(corpus_bytes: int) -> int:
     "Vocabulary for a corpus: about one vocabulary entry per 512 bytes of text, as a power of two from 512 to 8192."
     return int(min(8192, max(512, 2 ** round(math.log2(max(1, corpus_bytes) / 512)))))
 
-# the default family, by width: layers, context, batch, learning rate (heads of 32 dimensions). The rows up to 256
-# are the ones measured on CPUs (bench/RESULTS.md); the larger ones follow nanoGPT's GPU recipes and are reached
+# the default family, by width: layers, context, batch, learning rate (heads of 32 dimensions). Widths 64, 128, 192
+# and 256 were measured on CPUs (bench/RESULTS.md), 96 sits between them; the larger ones follow nanoGPT's GPU recipes and are reached
 # only with far more compute than a laptop's minutes.
 MODEL_FAMILY = {64: (4, 64, 24, 4e-3), 96: (4, 64, 24, 4e-3), 128: (4, 64, 24, 4e-3), 192: (4, 64, 24, 4e-3),
                 256: (4, 64, 24, 4e-3), 384: (6, 256, 32, 2e-3), 512: (8, 256, 32, 1.5e-3), 768: (12, 256, 32, 1e-3)}
