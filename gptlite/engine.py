@@ -25,7 +25,7 @@ from .tokenizer import EOT
 # %% auto #0
 __all__ = ['CREATIVE_PROMPTS', 'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw',
            'pick_tokens', 'Piece', 'Sequence', 'Completion', 'stream_generate', 'generate', 'Request', 'QueueFull',
-           'Scheduler', 'quantize_int8', 'weights_size', 'latest_checkpoint', 'build_parser', 'main']
+           'Scheduler', 'quantize_int8', 'weights_size', 'latest_checkpoint', 'decode_escapes', 'build_parser', 'main']
 
 # %% ../nbs/07_engine.ipynb #f9cd0df8
 class SlotKVCache(KVCache):
@@ -528,6 +528,10 @@ def latest_checkpoint(root: str | Path = "saved_models") -> Path:
     if not found: raise FileNotFoundError(f"no checkpoint under {root}/: train one with `gptlite-train`, or pass --checkpoint DIR")
     return max(found, key=lambda d: (d / WEIGHTS_NAME).stat().st_mtime)
 
+def decode_escapes(s: str) -> str:
+    "Backslash escapes (`\\n`, `\\t`, `\\u00e9`) decoded, every other character kept as typed (`é` stays `é`)."
+    return codecs.decode(s.encode("latin-1", "backslashreplace"), "unicode_escape")
+
 def build_parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="gptlite-generate", description="Generate text with a trained gptlite model.")
     p.add_argument("--checkpoint", help="a checkpoint or run directory (default: the newest under saved_models/)")
@@ -568,7 +572,7 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.interactive and args.creative: parser.error("--interactive and --creative cannot be used together")
     if args.num_samples < 1: parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
-    if args.stop: args.stop = [codecs.decode(s, "unicode_escape") for s in args.stop]
+    if args.stop: args.stop = [decode_escapes(s) for s in args.stop]
     try:
         check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
         if args.quantize == "int8" and args.device != "cpu": raise ValueError("--quantize int8 runs on the CPU only")

@@ -258,3 +258,12 @@ def test_engine_and_plain_draw_frequencies_agree(tiny_model):
         return float(((freq - probs[0]) ** 2 / probs[0]).sum() * n)
     assert chi_square(engine) < 40 and chi_square(plain) < 40    # 7 degrees of freedom: 40 is p < 1e-5
     assert chi_square(wrong) > 40                                # and the test can tell another temperature apart
+
+
+def test_stop_strings_from_the_command_line_keep_non_ascii():
+    "`--stop` decodes backslash escapes only: `é` stays `é` (unicode_escape alone turned it into `Ã©`)."
+    from gptlite.engine import decode_escapes
+    assert decode_escapes("é\\n") == "é\n"
+    assert decode_escapes("日本") == "日本"
+    assert decode_escapes("a\\tb\\u00e9") == "a\tbé"
+    assert decode_escapes("\\\\n") == "\\n"                       # an escaped backslash stays one backslash
