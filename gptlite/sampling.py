@@ -15,8 +15,9 @@ from .tokenizer import EOT, unicode_to_bytes
 
 # %% auto #0
 __all__ = ['apply_greedy', 'apply_temperature', 'apply_top_k', 'apply_top_p', 'apply_repetition_penalty', 'process_logits',
-           'sample_next', 'token_bytes_table', 'TextStreamer', 'StopChecker', 'encode_prompt', 'check_sampling_args',
-           'check_prompt_fits', 'Chunk', 'sample', 'next_token_candidates', 'plot_candidates', 'Playground']
+           'sample_next', 'token_bytes_table', 'TextStreamer', 'overlap_table', 'StopChecker', 'encode_prompt',
+           'check_sampling_args', 'check_prompt_fits', 'Chunk', 'sample', 'next_token_candidates', 'plot_candidates',
+           'Playground']
 
 # %% ../nbs/05_sampling.ipynb #7d5a8c35
 def apply_greedy(logits: Tensor,  # (B, V) next-token logits
@@ -107,24 +108,41 @@ class TextStreamer:
         return self.decoder.decode(b"", final=True)
 
 # %% ../nbs/05_sampling.ipynb #8c6465e1
+def overlap_table(s: str) -> list[int]:
+    "table[n]: the length of the longest beginning of `s` that is also an end of `s[:n]`, shorter than n (KMP's table)."
+    table, k = [0] * (len(s) + 1), 0
+    for n in range(1, len(s)):
+        while k and s[n] != s[k]: k = table[k]      # fall back to a shorter beginning that still matches
+        if s[n] == s[k]: k += 1
+        table[n + 1] = k
+    return table
+
 class StopChecker:
     "Watches streamed text for stop strings; releases only text that cannot be part of one."
     def __init__(self, stop: list[str] | str | None):
         self.stop = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        self.pending = ""      # text held back: it ends with a possible start of a stop string
+        self.tables = [overlap_table(s) for s in self.stop]
+        self.matched = [0] * len(self.stop)   # per stop string: how much of its beginning the text ends with
+        self.pending = ""      # text held back: the longest of those ends
         self.stopped = False
 
     def push(self, piece: str) -> str:
         "Add streamed text; return what is safe to show now."
         if self.stopped: return ""
+        start = len(self.pending)
         self.pending += piece
-        hits = [(i + len(s), i) for s in self.stop if (i := self.pending.find(s)) >= 0]
-        if hits:                          # the stop that completed first (the longest, if several end together)
-            self.stopped = True
-            out, self.pending = self.pending[:min(hits)[1]], ""
-            return out
-        hold = max((n for s in self.stop for n in range(1, len(s)) if self.pending.endswith(s[:n])), default=0)
-        out = self.pending[:len(self.pending) - hold]
+        for j, char in enumerate(piece):
+            ends = []                                  # stop strings that this character completes
+            for i, (s, table) in enumerate(zip(self.stop, self.tables)):
+                m = self.matched[i]
+                while m and s[m] != char: m = table[m]
+                m = self.matched[i] = m + 1 if s[m] == char else 0
+                if m == len(s): ends.append(len(s))
+            if ends:                  # the first stop to complete (the longest, if several end together)
+                self.stopped = True
+                out, self.pending = self.pending[:start + j + 1 - max(ends)], ""
+                return out
+        out = self.pending[:len(self.pending) - max(self.matched, default=0)]
         self.pending = self.pending[len(out):]
         return out
 
@@ -132,6 +150,7 @@ class StopChecker:
         "At the end of generation: the held-back text was not a stop after all."
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
 
 # %% ../nbs/05_sampling.ipynb #5b068edb
 def encode_prompt(tokenizer, prompt: str | list[int]) -> list[int]:

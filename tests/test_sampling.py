@@ -106,6 +106,28 @@ def test_stop_checker_matches_a_reference_for_any_split(text, stops, seed):
     assert out == expected and checker.stopped == bool(hits)
 
 
+class CountingStr(str):
+    "A string that counts the characters read from it by index."
+    reads = 0
+    def __getitem__(self, i):
+        CountingStr.reads += 1
+        return super().__getitem__(i)
+
+
+def test_stop_checker_work_is_linear_in_the_text_not_the_stop_length():
+    # a hostile stop list: long strings that the text keeps nearly matching; the check reads a few characters of
+    # each stop per character of text, where trying every prefix on every token would read billions
+    stops = [CountingStr("ab" * 50_000 + "c"), CountingStr("a" * 99_999 + "b"), CountingStr("ab" * 500 + "c")]
+    checker = StopChecker(stops)
+    CountingStr.reads, text = 0, 0
+    for _ in range(500):
+        out = checker.push("ab")
+        text += 2
+    assert CountingStr.reads <= 4 * text * len(stops) and not checker.stopped
+    assert len(checker.pending) == 1000 and out == ""             # "abab...ab" may still become a stop
+    assert checker.push("c") == "" and checker.stopped            # ... the third one does: nothing was before it
+
+
 # --- generation with a real (tiny, briefly trained) checkpoint: the session's shared one -----------------------------
 
 
