@@ -1,6 +1,8 @@
 # gptlite's API in a container: the README's install and serve commands (CPU torch), unchanged (a test checks it).
 #   docker build -t gptlite .
-#   docker run -p 8000:8000 -e GPTLITE_API_KEY=change-me -v "$PWD/saved_models:/app/saved_models" gptlite
+#   export GPTLITE_API_KEY=$(python -c "import secrets; print(secrets.token_urlsafe(24))")
+#   docker run -p 8000:8000 -e GPTLITE_API_KEY -v "$PWD/saved_models:/app/saved_models" gptlite
+# The server listens on all interfaces here, so it refuses to start without a key (16 characters or more).
 FROM python:3.11-slim
 WORKDIR /app
 COPY . .

@@ -7,34 +7,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
+import logging
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import torch
-
-from .engine import Piece, QueueFull, Request, Scheduler, quantize_int8
+from .engine import EngineStopped, Piece, QueueFull, Request, Scheduler, quantize_int8
 from .sampling import check_prompt_fits, check_sampling_args, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
+log = logging.getLogger("gptlite.api")
+
 # %% auto #0
-__all__ = ['SEED_ERRORS', 'OPENAI_ERRORS', 'Sampling', 'GenerateRequest', 'BatchRequest', 'GenerateResponse', 'BatchResponse',
-           'Health', 'ErrorResponse', 'OpenAIErrorBody', 'OpenAIError', 'error_responses', 'TokenizeRequest',
-           'DetokenizeRequest', 'StreamOptions', 'CompletionRequest', 'CompletionLogprobs', 'CompletionChoice', 'Usage',
-           'Completion', 'ServerSettings', 'Metrics', 'APIError', 'Call', 'Server', 'sse', 'add_seed_routes',
-           'LogprobsBuilder', 'add_openai_routes', 'KeysAndMetrics', 'create_app', 'build_parser', 'main',
-           'settings_from_env']
+__all__ = ['log', 'MAX_PROMPT_CHARS', 'MAX_PROMPTS', 'MAX_TOKEN_IDS', 'MAX_STOP_CHARS', 'Prompt', 'StopString', 'Name',
+           'TokenIds', 'SEED_ERRORS', 'OPENAI_ERRORS', 'LOOPBACK', 'utf8', 'Sampling', 'GenerateRequest',
+           'BatchRequest', 'GenerateResponse', 'BatchResponse', 'Health', 'ErrorResponse', 'OpenAIErrorBody',
+           'OpenAIError', 'error_responses', 'TokenizeRequest', 'DetokenizeRequest', 'StreamOptions',
+           'CompletionRequest', 'CompletionLogprobs', 'CompletionChoice', 'Usage', 'Completion', 'ServerSettings',
+           'settings_error', 'Metrics', 'APIError', 'engine_failure', 'Call', 'Server', 'to_json', 'SafeJSONResponse',
+           'sse', 'add_seed_routes', 'LogprobsBuilder', 'add_openai_routes', 'host_allowed', 'Gate', 'create_app',
+           'build_parser', 'main', 'settings_from_env']
 
 # %% ../nbs/08_api.ipynb #c7c32f9f
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+def utf8(s: str) -> str:
+    "Refuse a string that has no UTF-8 form: JSON can carry a lone surrogate (`\"\\ud800\"`), no tokenizer can."
+    try: s.encode("utf-8")
+    except UnicodeEncodeError as e: raise ValueError(f"has a lone surrogate at character {e.start}") from None
+    return s
+
+MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_TOKEN_IDS, MAX_STOP_CHARS = 100_000, 64, 100_000, 1_000
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(utf8)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS), AfterValidator(utf8)]
+Name = Annotated[str, Field(max_length=256), AfterValidator(utf8)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_TOKEN_IDS)]
 
 class Sampling(BaseModel):
     "Sampling settings shared by the seed's endpoints."
@@ -43,17 +55,17 @@ class Sampling(BaseModel):
     temperature: float = Field(0.8, ge=0, le=2, description="0: greedy; 0.1 conservative ... 1.5 creative")
     top_k: int = Field(0, ge=0, le=100_000, description="keep the k most likely tokens (0: off)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling threshold (1: off)")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="> 1 discourages repeats (1: off)")
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="> 1 discourages repeats (1: off)")
     seed: int | None = Field(None, ge=0, le=2**53, description="the same seed gives the same text")
-    stop: list[str] = Field([], max_length=8, description="strings that end the text (left out of it)")
+    stop: list[StopString] = Field([], max_length=8, description="strings that end the text (left out of it)")
 
 class GenerateRequest(Sampling):
     "The body of `POST /generate` and `/generate/stream`."
-    prompt: str = Field(..., max_length=100_000, description="text to continue")
+    prompt: Prompt = Field(..., description="text to continue")
 
 class BatchRequest(Sampling):
     "The body of `POST /generate/batch`."
-    prompts: list[str] = Field(..., min_length=1, max_length=64, description="texts to continue, generated together")
+    prompts: list[Prompt] = Field(..., min_length=1, max_length=MAX_PROMPTS, description="texts to continue, generated together")
 
 class GenerateResponse(BaseModel):
     "A generated text with its token counts and timings."
@@ -75,6 +87,8 @@ class Health(BaseModel):
     status: Literal["ok", "loading", "error"]
     model: str | None = None
     detail: str | None = None
+    queued: int | None = None
+    active: int | None = None
 
 class ErrorResponse(BaseModel):
     "An error outside `/v1`: FastAPI's shape."
@@ -95,13 +109,13 @@ def error_responses(model, *statuses) -> dict:
     "OpenAPI entries for the error statuses a route can answer."
     return {s: {"model": model} for s in statuses}
 
-SEED_ERRORS = error_responses(ErrorResponse, 400, 401, 422, 429, 503)
-OPENAI_ERRORS = error_responses(OpenAIError, 400, 401, 404, 429, 503)
+SEED_ERRORS = error_responses(ErrorResponse, 400, 401, 413, 422, 429, 500, 503, 504)
+OPENAI_ERRORS = error_responses(OpenAIError, 400, 401, 404, 413, 429, 500, 503, 504)
 
 class TokenizeRequest(BaseModel):
     "The body of `POST /tokenize`."
     model_config = ConfigDict(extra="forbid", strict=True)   # strict: `true` is not the number 1
-    text: str = Field(..., max_length=1_000_000)
+    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(utf8)]
 
 class DetokenizeRequest(BaseModel):
     "The body of `POST /detokenize`."
@@ -117,23 +131,25 @@ class StreamOptions(BaseModel):
 class CompletionRequest(BaseModel):
     "OpenAI's `POST /v1/completions` body, with gptlite's `top_k` and `repetition_penalty`."
     model_config = ConfigDict(extra="forbid", strict=True)   # strict: `true` is not the number 1
-    model: str = Field(..., description="the served model's id, from GET /v1/models")
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(..., description="text, texts, or token ids")
-    max_tokens: int = Field(16, ge=1, le=4096)
+    model: Name = Field(..., description="the served model's id, from GET /v1/models")
+    prompt: (Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] | TokenIds
+             | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]) = Field(
+        ..., description=f"text, texts, or token ids (at most {MAX_PROMPTS} prompts)")
+    max_tokens: int = Field(16, ge=0, le=4096, description="0: score the prompt only (with echo and logprobs)")
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = Field(None, description="up to 4 strings")
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = Field(None, description="up to 4 strings")
     seed: int | None = Field(None, ge=0, le=2**53)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Name | None = None
     frequency_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
     presence_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
     top_k: int = Field(0, ge=0, le=100_000, description="gptlite extra: keep the k most likely tokens (0: off)")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="gptlite extra (1: off)")
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="gptlite extra (1: off)")
 
 class CompletionLogprobs(BaseModel):
     "OpenAI's `logprobs` of one choice: each token, its log-probability, the top alternatives."
@@ -165,40 +181,77 @@ class Completion(BaseModel):
     usage: Usage | None = None
 
 # %% ../nbs/08_api.ipynb #4706d399
-@dataclass
-class ServerSettings:
-    checkpoint: str | None = None        # a checkpoint or run directory (default: the newest under saved_models/)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None           # require `Authorization: Bearer <key>` (env GPTLITE_API_KEY)
-    cors_origins: list[str] = field(default_factory=list)   # browser origins allowed to call the API
-    max_batch_size: int = 16             # sequences decoded together
-    max_queue: int = 64                  # requests waiting for a slot before 429
-    max_prompt_tokens: int | None = None # per prompt (default and at most: the model's context minus one)
-    max_new_tokens: int = 1024           # per request (and never past the model's context)
-    stream_interval: float = 0.02        # seconds between a stream's writes after its first (0: one per token)
-    quantize: str = "none"               # "int8": int8 linear layers (CPU), see `07_engine`
-    model_name: str | None = None        # the id under /v1/models (default: the checkpoint directory's name)
-    device: str = "cpu"
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+class ServerSettings(BaseSettings):
+    "Every setting of the server, from code, the command line (`--max-queue`) or the environment (`GPTLITE_MAX_QUEUE`)."
+    model_config = SettingsConfigDict(env_prefix="GPTLITE_", extra="forbid", validate_default=True)
+    checkpoint: str | None = Field(None, description="a checkpoint or run directory (default: the newest under saved_models/)")
+    host: str = Field("127.0.0.1", description="interface to bind (default: loopback only)")
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str | None = Field(None, min_length=16, description="require `Authorization: Bearer KEY` (16 characters or more)")
+    insecure: bool = Field(False, description="serve on a non-loopback interface without an API key")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field([], description="Host headers accepted, comma-separated "
+                                                        "(default: the loopback names on a loopback bind, else any)")
+    cors_origins: Annotated[list[str], NoDecode] = Field([], description="browser origins allowed to call the API, comma-separated")
+    max_batch_size: int = Field(16, ge=1, le=1024, description="sequences decoded together")
+    max_queue: int = Field(64, ge=1, le=100_000, description="requests waiting for a slot before 429")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="per prompt (default and at most: the model's context - 1)")
+    max_new_tokens: int = Field(1024, ge=1, description="per request (and never past the model's context)")
+    stream_interval: float = Field(0.02, ge=0, le=1, description="seconds between a stream's writes after its first (0: one per token)")
+    request_timeout: float = Field(600, gt=0, description="seconds a request may take, queue included, before a 504")
+    stall_timeout: float = Field(30, gt=0, description="seconds without progress, with work waiting, before /health says error")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="request bodies larger than this are refused with 413")
+    quantize: Literal["none", "int8"] = Field("none", description="int8: int8 linear layers (CPU), see `07_engine`")
+    model_name: Name | None = Field(None, description="the id under /v1/models (default: the checkpoint directory's name)")
+    device: str = Field("cpu", description="cpu, cuda, mps")
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, v):
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    def hosts(self) -> list[str]:
+        "The Host header names this server answers to."
+        if self.allowed_hosts: return self.allowed_hosts
+        return list(LOOPBACK) if self.host in LOOPBACK else ["*"]
+
+def settings_error(e: ValidationError, style: str = "env") -> str:
+    "The first problem of a ValidationError, naming the variable (`GPTLITE_PORT`) or the flag (`--port`)."
+    err = e.errors()[0]
+    name = str(err["loc"][0]) if err["loc"] else "settings"
+    where = f"GPTLITE_{name.upper()}" if style == "env" else "--" + name.replace("_", "-")
+    return f"{where}: {err['msg']}"
 
 # %% ../nbs/08_api.ipynb #cefe2d24
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 class Metrics:
-    "Prometheus counters, gauges and histograms for one server."
+    "Prometheus metrics of one server: counters for counts, gauges for levels, histograms for times."
     def __init__(self):
         self.registry = r = CollectorRegistry()
         self.requests = Counter("gptlite_requests", "HTTP requests", ["path", "status"], registry=r)
         self.generated = Counter("gptlite_generated_tokens", "tokens generated", registry=r)
         self.prompt_tokens = Counter("gptlite_prompt_tokens", "prompt tokens processed", registry=r)
-        self.queue = Gauge("gptlite_queue_depth", "requests waiting for a slot", registry=r)
-        self.active = Gauge("gptlite_active_sequences", "sequences being decoded", registry=r)
-        self.cancelled = Gauge("gptlite_cancelled_requests", "requests whose client left before the end", registry=r)
-        self.steps = Gauge("gptlite_decode_steps", "batched decoding steps so far", registry=r)
+        self.cancelled = Counter("gptlite_cancelled_requests", "requests whose client left, or whose deadline passed, "
+                                 "before the end", registry=r)
+        self.steps = Counter("gptlite_decode_steps", "batched decoding steps", registry=r)
+        self.queue = Gauge("gptlite_queue_depth", "requests waiting for a slot", registry=r, multiprocess_mode="livesum")
+        self.active = Gauge("gptlite_active_sequences", "sequences being decoded", registry=r, multiprocess_mode="livesum")
         self.latency = Histogram("gptlite_request_latency_seconds", "time to the end of the response", ["path"], registry=r,
                                  buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
         self.ttft = Histogram("gptlite_time_to_first_token_seconds", "time to the first token", registry=r,
                               buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+
+    def exposition(self) -> bytes:
+        "The text a scrape reads: this process's metrics, or every worker's summed when `PROMETHEUS_MULTIPROC_DIR` is set."
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ: return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 # %% ../nbs/08_api.ipynb #73dd22a7
 class APIError(Exception):
@@ -208,18 +261,25 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.headers, self.code = status, message, param, type, headers, code
 
+def engine_failure(e: BaseException, request_id: str) -> APIError:
+    "What a client hears of a failure inside the engine: a 5xx and a request id, never the exception's text."
+    if isinstance(e, EngineStopped):
+        return APIError(503, "the generation engine has stopped; retry later", type="server_error",
+                        headers={"Retry-After": "2"}, code="engine_stopped")
+    log.error("request %s failed in the engine", request_id, exc_info=e)   # the details stay in the server's log
+    return APIError(500, f"internal error while generating (request {request_id})", type="server_error")
+
 class Call:
     "The generations of one HTTP call: submitted together, their pieces gathered on one asyncio queue."
-    def __init__(self, server: "Server", requests: list[Request], param: str = "prompt"):
-        if len(requests) > server.settings.max_queue:
-            raise APIError(400, f"{param}: {len(requests)} generations in one request; this server takes at most "
-                                f"{server.settings.max_queue}", param)
+    def __init__(self, server: "Server", requests: list[Request]):
         self.server, self.requests, self.queue = server, requests, asyncio.Queue()
+        self.finished: set[int] = set()
         for i, r in enumerate(requests): r.on_piece = lambda piece, i=i: self.queue.put_nowait((i, piece))
         for n, r in enumerate(requests):
             try: server.scheduler.submit(r)
-            except QueueFull as e:
-                for earlier in requests[:n]: earlier.cancelled = True
+            except (QueueFull, EngineStopped) as e:
+                for earlier in requests[:n]: server.scheduler.cancel(earlier)
+                if isinstance(e, EngineStopped): raise engine_failure(e, r.id) from None
                 raise APIError(429, f"the server is busy: {e}; retry later", type="rate_limit_error",
                                headers={"Retry-After": "1"}) from None
         server.metrics.prompt_tokens.inc(sum(len(r.prompt_ids) for r in requests))
@@ -228,30 +288,33 @@ class Call:
         "Lists of (index, piece), all that arrived since the last list, until every request has finished."
         # with `http`, its client is polled twice a second: one that went away ends the call
         watcher = asyncio.create_task(self._watch(http)) if http is not None else None
-        unfinished, interval, last = len(self.requests), self.server.settings.stream_interval, None
-        loop = asyncio.get_running_loop()
+        interval, last, loop = self.server.settings.stream_interval, None, asyncio.get_running_loop()
+        deadline = loop.time() + self.server.settings.request_timeout
         try:
-            while unfinished:
-                items = [await self.queue.get()]
+            while len(self.finished) < len(self.requests):
+                try: items = [await asyncio.wait_for(self.queue.get(), deadline - loop.time())]
+                except (TimeoutError, asyncio.TimeoutError):
+                    raise APIError(504, f"the request took longer than {self.server.settings.request_timeout:g} s; "
+                                        "retry later or ask for fewer tokens", type="server_error", code="timeout") from None
                 if last is not None and last + interval > loop.time():   # the first piece at once, then at most one
                     await asyncio.sleep(last + interval - loop.time())    # batch per interval
                 while not self.queue.empty(): items.append(self.queue.get_nowait())
                 last = loop.time()
                 for i, piece in items:
                     if i is None: return                                              # the client went away
-                    if isinstance(piece, Exception):
-                        bad_input = isinstance(piece, ValueError)
-                        raise APIError(400 if bad_input else 500, str(piece),
-                                       type="invalid_request_error" if bad_input else "server_error")
+                    if isinstance(piece, BaseException): raise engine_failure(piece, self.requests[i].id)
                     if piece.finish_reason:
-                        unfinished -= 1
+                        self.finished.add(i)
                         r = self.requests[i]
                         self.server.metrics.ttft.observe(r.first_token_at - r.submitted)
                 self.server.metrics.generated.inc(len(items))
                 yield items
         finally:
             if watcher: watcher.cancel()
-            for r in self.requests: r.cancelled = True       # finished ones are gone already; others free their slot
+            for i, r in enumerate(self.requests):
+                if i not in self.finished:                       # the client left, a deadline, an error: free the place
+                    self.server.scheduler.cancel(r)
+                    self.server.metrics.cancelled.inc()
 
     async def _watch(self, http):
         while not await http.is_disconnected(): await asyncio.sleep(0.5)
@@ -268,6 +331,7 @@ class Server:
         self.settings, self.model, self.tokenizer = settings, model, tokenizer
         self.checkpoint = Path(settings.checkpoint) if settings.checkpoint else None
         self.scheduler, self.error, self.metrics, self.loop, self.fast = None, None, Metrics(), None, None
+        self.steps_seen = 0
 
     def load(self):
         "Load the checkpoint (unless a model was given) and start the scheduler; a failure is kept for /health."
@@ -278,15 +342,21 @@ class Server:
             self.n_params = self.model.num_params()
             if self.settings.quantize == "int8": self.model = quantize_int8(self.model)
             self.fast = fast_encoder(self.tokenizer)       # tiktoken with the same merges: the same ids, faster
+            self.table = token_bytes_table(self.tokenizer)
             s = self.settings
             self.scheduler = Scheduler(self.model, self.tokenizer, s.max_batch_size, s.max_queue,
                                        deliver=self.deliver).start()
-        except Exception as e: self.error = f"{type(e).__name__}: {e}"
+        except Exception as e:                          # the details go to the log, not to clients
+            log.exception("could not load the model")
+            self.error = f"the model could not be loaded ({type(e).__name__}); see the server's log"
 
     def deliver(self, pairs: list):
         "From the scheduler thread: one hop into the event loop per step, which hands each piece to its request."
         def hand_over():
             for request, piece in pairs: request.on_piece(piece)
+            m, sched = self.metrics, self.scheduler
+            m.steps.inc(sched.steps - self.steps_seen); self.steps_seen = sched.steps
+            m.queue.set(sched.queue_depth); m.active.set(sched.active)
         self.loop.call_soon_threadsafe(hand_over)
 
     @property
@@ -296,6 +366,12 @@ class Server:
     def model_id(self) -> str:
         return self.settings.model_name or (self.checkpoint.resolve().name if self.checkpoint else "gptlite")
 
+    def check_count(self, n: int, field: str):
+        "Refuse more generations in one call than the queue holds, before any prompt is tokenized."
+        if n > self.settings.max_queue:
+            raise APIError(400, f"{field}: {n} generations in one request; this server takes at most "
+                                f"{self.settings.max_queue}", field)
+
     def require_ready(self):
         if not self.ready:
             raise APIError(503, self.error or "the model is still loading; retry shortly", type="server_error",
@@ -304,7 +380,7 @@ class Server:
     def request(self, prompt: str | list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
                 repetition_penalty: float, seed: int | None, stop: list[str], prompt_field: str = "prompt",
                 tokens_field: str = "max_length", **extra) -> Request:
-        "A scheduler request, with the checks that depend on the model (its vocabulary and context)."
+        "A scheduler request, with the checks that depend on the model (its vocabulary and context); tokenizes: off the loop."
         V, ctx = self.model.config.vocab_size, self.model.config.max_length
         if isinstance(prompt, list) and any(not 0 <= t < V for t in prompt):
             raise APIError(400, f"{prompt_field}: token ids must be in [0, {V})", prompt_field)
@@ -317,7 +393,8 @@ class Server:
         if max_new_tokens > self.settings.max_new_tokens:
             raise APIError(400, f"{tokens_field} must be at most {self.settings.max_new_tokens} on this server, "
                                 f"got {max_new_tokens}", tokens_field)
-        check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+        try: check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+        except ValueError as e: raise APIError(400, str(e)) from None
         return Request(ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, list(stop), **extra)
 
     def encode(self, text: str) -> list[int]:
@@ -349,15 +426,27 @@ from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+def to_json(content) -> str:
+    "JSON any client can parse: non-ASCII escaped (a lone surrogate too, as `\\ud800`), and never NaN or Infinity."
+    return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+class SafeJSONResponse(JSONResponse):
+    "Every JSON body of the server, rendered by `to_json`."
+    def render(self, content) -> bytes: return to_json(content).encode("ascii")
 
 def sse(events) -> StreamingResponse:
     "Server-Sent Events from an async iterator of lists of JSON-able events (each list: one write), then `data: [DONE]`."
     async def body():
         try:
-            async for batch in events: yield "".join(f"data: {json.dumps(event)}\n\n" for event in batch)
+            async for batch in events: yield "".join(f"data: {to_json(event)}\n\n" for event in batch)
         except APIError as e:                      # the status is already sent: report the error in the stream
-            yield f"data: {json.dumps(dict(error=dict(message=e.message, type=e.type, param=e.param, code=e.code)))}\n\n"
+            yield f"data: {to_json(dict(error=dict(message=e.message, type=e.type, param=e.param, code=e.code)))}\n\n"
+        except Exception:
+            log.exception("a stream failed")
+            yield f"data: {to_json(dict(error=dict(message='internal error', type='server_error', param=None, code=None)))}\n\n"
         yield "data: [DONE]\n\n"
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -368,10 +457,15 @@ def _summary(request: Request, text: str, n_tokens: int, finish_reason: str) -> 
                 finish_reason=finish_reason, time_ms=round(1000 * elapsed, 2), time_to_first_token_ms=round(1000 * first, 2),
                 tokens_per_second=round(n_tokens / elapsed, 2) if elapsed > 0 else 0.0)
 
-def _seed_request(server: Server, body: Sampling, prompt: str, seed_offset: int = 0) -> Request:
-    seed = body.seed + seed_offset if body.seed is not None else None
-    return server.request(prompt, body.max_length, body.temperature, body.top_k, body.top_p, body.repetition_penalty,
-                          seed, body.stop)
+async def _seed_call(server: Server, body: Sampling, prompts: list[str]) -> Call:
+    "Check, tokenize (in a worker thread: the event loop keeps serving) and submit: prompt i uses seed + i."
+    server.require_ready()
+    server.check_count(len(prompts), "prompts")
+    seed = lambda i: body.seed + i if body.seed is not None else None
+    requests = await run_in_threadpool(lambda: [
+        server.request(p, body.max_length, body.temperature, body.top_k, body.top_p, body.repetition_penalty, seed(i),
+                       body.stop) for i, p in enumerate(prompts)])
+    return Call(server, requests)
 
 async def _collect(call: Call, http) -> list[dict]:
     texts, counts, reasons = [""] * len(call.requests), [0] * len(call.requests), ["length"] * len(call.requests)
@@ -385,10 +479,19 @@ def add_seed_routes(app: FastAPI, server: Server):
     @app.get("/health", tags=["server"], response_model=Health, response_model_exclude_none=True,
              responses={503: {"model": Health}})
     def health():
-        "200 when the model is loaded and the server takes requests; 503 while it loads (or if loading failed)."
-        if server.ready: return {"status": "ok", "model": server.model_id}
-        status = "error" if server.error else "loading"
-        return JSONResponse({"status": status, "detail": server.error}, status_code=503, headers={"Retry-After": "2"})
+        "200 while the engine is alive and making progress; 503 while the model loads, or if loading or the engine failed."
+        if not server.ready:
+            status = "error" if server.error else "loading"
+            return SafeJSONResponse({"status": status, "detail": server.error}, status_code=503,
+                                    headers={"Retry-After": "2"})
+        h = server.scheduler.health()
+        problem = None
+        if not h["alive"]: problem = "the generation engine has stopped"
+        elif h["stalled_s"] > server.settings.stall_timeout:
+            problem = f"the generation engine has made no progress for {h['stalled_s']:.0f} s with work waiting"
+        if problem:
+            return SafeJSONResponse({"status": "error", "model": server.model_id, "detail": problem}, status_code=503)
+        return {"status": "ok", "model": server.model_id, "queued": h["queued"], "active": h["active"]}
 
     @app.get("/model", tags=["server"], responses=SEED_ERRORS)
     def model_info():
@@ -399,24 +502,21 @@ def add_seed_routes(app: FastAPI, server: Server):
     @app.post("/generate", response_model=GenerateResponse, tags=["generate"], responses=SEED_ERRORS)
     async def generate_text(body: GenerateRequest, http: HTTPRequest):
         "Continue `prompt`; answers when the text is complete."
-        server.require_ready()
-        call = Call(server, [_seed_request(server, body, body.prompt)])
+        call = await _seed_call(server, body, [body.prompt])
         return (await _collect(call, http))[0]
 
     @app.post("/generate/batch", response_model=BatchResponse, tags=["generate"], responses=SEED_ERRORS)
     async def generate_batch(body: BatchRequest, http: HTTPRequest):
         "Continue every prompt of `prompts`, decoded together (prompt i uses seed + i)."
-        server.require_ready()
         start = time.perf_counter()
-        call = Call(server, [_seed_request(server, body, p, i) for i, p in enumerate(body.prompts)], "prompts")
+        call = await _seed_call(server, body, body.prompts)
         return dict(results=await _collect(call, http), time_ms=round(1000 * (time.perf_counter() - start), 2))
 
     @app.post("/generate/stream", tags=["generate"], response_class=StreamingResponse,
               responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}, **SEED_ERRORS})
     async def generate_stream(body: GenerateRequest):
         "Continue `prompt`, streaming the text as Server-Sent Events as it is generated."
-        server.require_ready()
-        call = Call(server, [_seed_request(server, body, body.prompt)])
+        call = await _seed_call(server, body, [body.prompt])
         async def events():                    # one event per batch of pieces: one token, or several under load
             n = 0
             async for items in call.batches():
@@ -430,7 +530,7 @@ def add_seed_routes(app: FastAPI, server: Server):
 
     @app.post("/tokenize", tags=["tokenizer"], responses=SEED_ERRORS)
     def tokenize(body: TokenizeRequest):
-        "Token ids of `text`."
+        "Token ids of `text` (a plain `def`: FastAPI runs it in a worker thread, off the event loop)."
         server.require_ready()
         ids = server.encode(body.text)
         return {"tokens": ids, "count": len(ids)}
@@ -446,39 +546,40 @@ def add_seed_routes(app: FastAPI, server: Server):
     @app.get("/metrics", tags=["server"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: {"model": ErrorResponse}})
     def metrics():
-        "Counters and histograms in Prometheus text format."
-        m = server.metrics
+        "Counters, gauges and histograms in Prometheus text format (every worker's, summed, under gunicorn)."
         if server.ready:
-            sched = server.scheduler
-            m.queue.set(sched.queue_depth); m.active.set(sched.active)
-            m.cancelled.set(sched.cancelled); m.steps.set(sched.steps)
-        return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+            server.metrics.queue.set(server.scheduler.queue_depth); server.metrics.active.set(server.scheduler.active)
+        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 # %% ../nbs/08_api.ipynb #35f7f6a1
+import codecs
+
 def _prompts(body: CompletionRequest) -> list[str | list[int]]:
+    "The prompts of a body: one text, several, one list of token ids, or several (the schema bounds each)."
     p = body.prompt
-    if isinstance(p, str): return [p]
-    if not p: raise APIError(400, "prompt must not be empty", "prompt")
-    if isinstance(p[0], int): return [p]
-    if any(isinstance(x, list) and not x for x in p): raise APIError(400, "prompt: a token list must not be empty", "prompt")
-    return list(p)
+    return [p] if isinstance(p, str) or isinstance(p[0], int) else list(p)
 
 def _stop_list(stop) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > 4: raise APIError(400, f"stop: at most 4 sequences, got {len(stops)}", "stop")
-    return stops
+    return [stop] if isinstance(stop, str) else list(stop or [])
 
 class LogprobsBuilder:
-    "OpenAI's `logprobs` object for one choice, built piece by piece."
-    def __init__(self, tokenizer, offset: int = 0):
-        self.tokenizer, self.offset = tokenizer, offset
+    "OpenAI's `logprobs` object for one choice, built token by token."
+    def __init__(self, table: list[bytes], eot: int):
+        self.table, self.eot, self.offset = table, eot, 0
+        self.chars = codecs.getincrementaldecoder("utf-8")("replace")   # characters so far: each token's text_offset
         self.data = dict(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
 
+    def name(self, token_id: int) -> str:
+        "A token as OpenAI shows it: its text, or its bytes (`bytes:\\xe2\\x80`) when it holds part of a character."
+        if token_id == self.eot: return EOT
+        b = self.table[token_id]
+        try: return b.decode("utf-8")
+        except UnicodeDecodeError: return "bytes:" + "".join(f"\\x{x:02x}" for x in b)
+
     def add(self, token_id: int, logprob: float | None, top: dict | None) -> dict:
-        text = self.tokenizer.decode([token_id])
-        alts = {self.tokenizer.decode([t]): lp for t, lp in top.items()} if top is not None else None
-        new = dict(tokens=[text], token_logprobs=[logprob], top_logprobs=[alts], text_offset=[self.offset])
-        self.offset += len(text)
+        alts = {self.name(t): lp for t, lp in top.items()} if top is not None else None
+        new = dict(tokens=[self.name(token_id)], token_logprobs=[logprob], top_logprobs=[alts], text_offset=[self.offset])
+        self.offset += len(self.chars.decode(self.table[token_id]))
         for k, v in new.items(): self.data[k] += v
         return new
 
@@ -499,36 +600,38 @@ def add_openai_routes(app: FastAPI, server: Server):
             raise APIError(404, f"the model `{body.model}` does not exist; this server serves `{server.model_id}`",
                            "model", code="model_not_found")
         prompts, stops = _prompts(body), _stop_list(body.stop)
-        want_logprobs = body.logprobs is not None
-        requests = []
-        for i, prompt in enumerate(prompts):
-            for j in range(body.n):
-                seed = body.seed + j if body.seed is not None else None
-                requests.append(server.request(prompt, body.max_tokens, body.temperature, body.top_k, body.top_p,
-                                               body.repetition_penalty, seed, stops, "prompt", "max_tokens",
-                                               top_logprobs=body.logprobs or 0,
-                                               prompt_logprobs=body.echo and want_logprobs))
-        call = Call(server, requests, "n" if body.n > 1 else "prompt")
+        server.check_count(len(prompts) * body.n, "n" if body.n > 1 else "prompt")
+        want_logprobs, score_only = body.logprobs is not None, body.max_tokens == 0
+        seed = lambda j: body.seed + j if body.seed is not None else None
+        requests = await run_in_threadpool(lambda: [       # tokenizing is work: off the event loop
+            server.request(prompt, max(body.max_tokens, 1), body.temperature, body.top_k, body.top_p,
+                           body.repetition_penalty, seed(j), stops, "prompt", "max_tokens", top_logprobs=body.logprobs or 0,
+                           prompt_logprobs=body.echo and want_logprobs)
+            for prompt in prompts for j in range(body.n)])
+        call = Call(server, requests)
         cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         echoes = [server.tokenizer.decode(r.prompt_ids) if body.echo else "" for r in requests]
-        builders = [LogprobsBuilder(server.tokenizer) for _ in requests]
+        eot = server.tokenizer.convert_tokens_to_ids(EOT)
+        builders = [LogprobsBuilder(server.table, eot) for _ in requests]
 
         def echo_logprobs(i: int) -> dict | None:     # the prompt's own tokens, when echoed with logprobs
             r = requests[i]
             if not (body.echo and want_logprobs): return None
-            new = [builders[i].add(t, lp, {} if body.logprobs else None) for t, lp in zip(r.prompt_ids, r.prompt_token_logprobs)]
+            tops = r.prompt_top_logprobs or [None] * len(r.prompt_ids)
+            new = [builders[i].add(t, lp, top if body.logprobs else None)
+                   for t, lp, top in zip(r.prompt_ids, r.prompt_token_logprobs, tops)]
             return {k: sum((n[k] for n in new), []) for k in builders[i].data}
 
         started, counts = [False] * len(requests), [0] * len(requests)
         def take(i: int, piece: Piece) -> tuple[str, dict | None]:
             "The text and logprobs that a piece adds to choice i (the echo first, with the first piece)."
-            text, logprobs = piece.text, None
+            text, logprobs = ("", None) if score_only else (piece.text, None)
             if not started[i]:
                 started[i], text, logprobs = True, echoes[i] + text, echo_logprobs(i)
-            if want_logprobs:
+            if want_logprobs and not score_only:
                 new = builders[i].add(piece.token_id, piece.logprob, piece.top_logprobs)
                 logprobs = {k: (logprobs[k] if logprobs else []) + new[k] for k in new}
-            counts[i] += 1
+            if not score_only: counts[i] += 1
             return text, logprobs
 
         def usage() -> dict:
@@ -538,6 +641,7 @@ def add_openai_routes(app: FastAPI, server: Server):
         def chunk(choices: list, **extra) -> dict:
             return dict(id=cid, object="text_completion", created=created, model=server.model_id, choices=choices, **extra)
 
+        finish = lambda piece: "length" if score_only else piece.finish_reason
         if body.stream:
             async def chunks():                # per batch of pieces: one chunk per choice, its pieces merged
                 async for items in call.batches():
@@ -548,7 +652,7 @@ def add_openai_routes(app: FastAPI, server: Server):
                         c["text"] += text
                         if logprobs is not None:
                             c["logprobs"] = {k: (c["logprobs"][k] if c["logprobs"] else []) + v for k, v in logprobs.items()}
-                        c["finish_reason"] = piece.finish_reason
+                        c["finish_reason"] = finish(piece)
                     yield [chunk([c]) for c in merged.values()]
                 if body.stream_options and body.stream_options.include_usage: yield [chunk([], usage=usage())]
             return sse(chunks())
@@ -557,7 +661,7 @@ def add_openai_routes(app: FastAPI, server: Server):
         async for items in call.batches(http):
             for i, piece in items:
                 texts[i] += take(i, piece)[0]
-                if piece.finish_reason: reasons[i] = piece.finish_reason
+                if piece.finish_reason: reasons[i] = finish(piece)
         choices = [dict(text=texts[i], index=i, logprobs=builders[i].data if want_logprobs else None,
                         finish_reason=reasons[i]) for i in range(len(requests))]
         return chunk(choices, usage=usage())
@@ -570,28 +674,58 @@ def _error_response(path: str, status: int, message: str, param: str | None = No
     if path.startswith("/v1/"):
         body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     else: body = {"detail": detail if detail is not None else message}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return SafeJSONResponse(body, status_code=status, headers=headers)
 
-class KeysAndMetrics:
-    "ASGI middleware: the API key check (all paths but /health), and request counts and latencies for /metrics."
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    "Whether a Host header (`name`, `name:port`, `[::1]:port`) names this server: `*` allows any, `*.example.com` subdomains."
+    if host.startswith("["): name = host[1:host.find("]")]
+    else: name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower()
+    return any(a == "*" or name == a.lower() or (a.startswith("*.") and name.endswith(a[1:].lower())) for a in allowed)
+
+class Gate:
+    """ASGI middleware, before any route: the Host header, the body size (413), the API key (all paths but /health);
+    then request counts and latencies for /metrics."""
     def __init__(self, app, server: Server):
         self.app, self.server = app, server
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
-        key, path = self.server.settings.api_key, scope["path"]
-        if key and path != "/health":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(given, f"Bearer {key}".encode()):
-                response = _error_response(path, 401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                                           type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
-                return await response(scope, receive, send)
+        s, path = self.server.settings, scope["path"]
+        headers = dict(scope["headers"])
+        refuse = lambda status, message, **kw: _error_response(path, status, message, **kw)(scope, receive, send)
+        if not host_allowed(headers.get(b"host", b"").decode("latin-1"), s.hosts()):
+            return await refuse(400, "the Host header does not name this server (see --allowed-hosts)", param="Host")
+        if s.api_key and path != "/health":
+            given = headers.get(b"authorization", b"")
+            if not secrets.compare_digest(given, f"Bearer {s.api_key}".encode()):
+                return await refuse(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
+                                    type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
+        if scope["method"] in ("POST", "PUT", "PATCH"):   # read the whole body here, up to the limit, then replay it
+            too_big = lambda: refuse(413, f"the request body is larger than {s.max_body_bytes:,} bytes", param="body")
+            try: declared = int(headers.get(b"content-length", b"0"))
+            except ValueError: return await refuse(400, "Content-Length is not a number", param="Content-Length")
+            if declared > s.max_body_bytes: return await too_big()
+            body, more = bytearray(), True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect": return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > s.max_body_bytes: return await too_big()
+            replayed = False
+            async def receive_again():
+                nonlocal replayed
+                if replayed: return await receive()                # then: a disconnect, when the client leaves
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+        else: receive_again = receive
         status, start = 500, time.perf_counter()
         async def send_and_see(message):
             nonlocal status
             if message["type"] == "http.response.start": status = message["status"]
             await send(message)
-        try: await self.app(scope, receive, send_and_see)
+        try: await self.app(scope, receive_again, send_and_see)
         finally:                                   # after the whole response, streamed ones included
             route = scope.get("route")
             label = route.path if route is not None else "other"
@@ -600,7 +734,7 @@ class KeysAndMetrics:
 
 def create_app(settings: ServerSettings | None = None,
                model=None, tokenizer=None) -> FastAPI:   # a loaded model and tokenizer (else the checkpoint is loaded)
-    "The FastAPI application: routes, validation errors, API key, CORS; the model loads when the server starts."
+    "The FastAPI application: routes, errors, the gate (host, size, key), CORS; the model loads when the server starts."
     import contextlib
     settings = settings or ServerSettings()
     server = Server(settings, model, tokenizer)
@@ -613,7 +747,7 @@ def create_app(settings: ServerSettings | None = None,
         yield
         if server.scheduler: server.scheduler.stop()
 
-    app = FastAPI(title="gptlite API", version="1.0", lifespan=lifespan,
+    app = FastAPI(title="gptlite API", version="1.0", lifespan=lifespan, default_response_class=SafeJSONResponse,
                   description="Text generation with a gptlite model: the seed's endpoints and an OpenAI-compatible /v1.")
     app.state.server = server
 
@@ -625,18 +759,25 @@ def create_app(settings: ServerSettings | None = None,
     async def validation_error(request, e: RequestValidationError):
         errors = e.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field_name = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
-        message = f"{field_name}: {first['msg']}"
-        if request.url.path.startswith("/v1/"): return _error_response(request.url.path, 400, message, field_name)
-        return JSONResponse({"detail": [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in errors]},
-                            status_code=422)
+        where = [str(x) for x in first["loc"] if x != "body"]      # e.g. prompt, list[...], 3: the field comes first
+        message = f"{'.'.join(where) or 'body'}: {first['msg']}"
+        if request.url.path.startswith("/v1/"):
+            return _error_response(request.url.path, 400, message, where[0] if where else "body")
+        return SafeJSONResponse({"detail": [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in errors]},
+                                status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
         return _error_response(request.url.path, e.status_code, str(e.detail), type="invalid_request_error",
                                headers=getattr(e, "headers", None), detail=e.detail)
 
-    app.add_middleware(KeysAndMetrics, server=server)
+    @app.exception_handler(Exception)
+    async def internal_error(request, e: Exception):      # a bug: the client learns nothing of the server's insides
+        log.error("internal error on %s", request.url.path, exc_info=e)
+        return _error_response(request.url.path, 500, "internal server error", type="server_error",
+                               detail="Internal Server Error")
+
+    app.add_middleware(Gate, server=server)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
@@ -651,72 +792,50 @@ from .data import CLIParser
 from .model import WEIGHTS_NAME
 
 def build_parser() -> argparse.ArgumentParser:
-    d = ServerSettings()
-    p = CLIParser(prog="python -m gptlite.api", description="Serve a gptlite model over HTTP (docs at /docs).")
-    p.add_argument("--checkpoint", help="a checkpoint or run directory (default: the newest under saved_models/)")
-    p.add_argument("--host", default=d.host, help="interface to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--api-key", default=os.environ.get("GPTLITE_API_KEY"),
-                   help="require `Authorization: Bearer KEY` (default: $GPTLITE_API_KEY; none: open)")
-    p.add_argument("--cors-origins", nargs="*", default=[], help="browser origins allowed to call the API")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="sequences decoded together")
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
-    p.add_argument("--max-prompt-tokens", type=int, default=None, help="per prompt (default: the model's context - 1)")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="per request")
-    p.add_argument("--stream-interval", type=float, default=d.stream_interval,
-                   help="seconds between a stream's writes after the first (0: one write per token)")
-    p.add_argument("--model-name", help="the model id under /v1/models (default: the checkpoint directory's name)")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--quantize", choices=["none", "int8"], default=os.environ.get("GPTLITE_QUANTIZE", "none"),
-                   help="int8: int8 linear layers, CPU only (default: $GPTLITE_QUANTIZE or none)")
+    "The command line, one flag per `ServerSettings` field: `--max-queue` for `max_queue`, with its description."
+    p = CLIParser(prog="python -m gptlite.api", description="Serve a gptlite model over HTTP (docs at /docs). "
+                  "Every flag can also be set as an environment variable: --max-queue as GPTLITE_MAX_QUEUE.")
+    for name, f in ServerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = "none" if f.default is None else f.default
+        help = (f.description or "") + ("" if "default" in (f.description or "") else f" (default: {default})")
+        help = help.replace("%", "%%")
+        if f.annotation in (bool, "bool"): p.add_argument(flag, action="store_true", default=None, help=help)
+        elif "list" in str(f.annotation): p.add_argument(flag, nargs="*", default=None, help=help)
+        else: p.add_argument(flag, default=None, help=help, metavar=name.split("_")[-1].upper())
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
 def main(argv: list[str] | None = None):
     "Command line entry point: `python -m gptlite.api`."
     parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("port", "max_batch_size", "max_queue", "max_new_tokens"):
-        if getattr(args, name) < 1 or (name == "port" and args.port > 65535):
-            parser.error(f"--{name.replace('_', '-')} out of range: {getattr(args, name)}")
-    try: checkpoint = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
+    args = vars(parser.parse_args(argv))
+    log_level = args.pop("log_level")
+    try: settings = ServerSettings(**{k: v for k, v in args.items() if v is not None})   # the flags, then the environment
+    except ValidationError as e: parser.error(settings_error(e, "cli"))
+    if settings.host not in LOOPBACK and not settings.api_key and not settings.insecure:
+        parser.error(f"--host {settings.host} serves every network that reaches this machine: give an --api-key "
+                     "(or GPTLITE_API_KEY), or --insecure to serve it open")
+    try: checkpoint = Path(settings.checkpoint) if settings.checkpoint else latest_checkpoint()
     except FileNotFoundError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
     if not (checkpoint / CONFIG_NAME).is_file() or not (checkpoint / WEIGHTS_NAME).is_file():
         parser.exit(2, f"{parser.prog}: error: no checkpoint at {checkpoint}: train one with `gptlite-train` "
                        f"or pass --checkpoint DIR\n")
-    if args.quantize == "int8" and args.device != "cpu": parser.error("--quantize int8 runs on the CPU only")
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it", flush=True)
-    if not 0 <= args.stream_interval <= 1: parser.error(f"--stream-interval must be in [0, 1], got {args.stream_interval}")
-    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
-        parser.error(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
-    settings = ServerSettings(str(checkpoint), args.host, args.port, args.api_key, args.cors_origins, args.max_batch_size,
-                              args.max_queue, args.max_prompt_tokens, args.max_new_tokens, args.stream_interval,
-                              args.quantize, args.model_name, args.device)
+    if settings.quantize == "int8" and settings.device != "cpu": parser.error("--quantize int8 runs on the CPU only")
+    if settings.host not in LOOPBACK and not settings.api_key:
+        print(f"warning: serving on {settings.host} without an API key (--insecure): anyone who can reach it can use it",
+              flush=True)
     import uvicorn
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(settings.model_copy(update=dict(checkpoint=str(checkpoint)))), host=settings.host,
+                port=settings.port, log_level=log_level)
 
 # %% ../nbs/08_api.ipynb #ce4dcc26
 def settings_from_env(env: dict | None = None) -> ServerSettings:
-    "Server settings from `GPTLITE_*` environment variables (for gunicorn and other ASGI servers); bad values name the variable."
-    env, d = os.environ if env is None else env, ServerSettings()
-    def number(name: str, kind, default, low):
-        raw = env.get(f"GPTLITE_{name}")
-        if raw is None or raw == "": return default
-        try: value = kind(raw)
-        except ValueError: raise ValueError(f"GPTLITE_{name} must be a number, got {raw!r}") from None
-        if value < low: raise ValueError(f"GPTLITE_{name} must be at least {low}, got {raw!r}")
-        return value
-    def quantize():
-        value = env.get("GPTLITE_QUANTIZE") or "none"
-        if value not in ("none", "int8"): raise ValueError(f"GPTLITE_QUANTIZE must be none or int8, got {value!r}")
-        return value
-    origins = [o.strip() for o in env.get("GPTLITE_CORS_ORIGINS", "").split(",") if o.strip()]
-    return ServerSettings(env.get("GPTLITE_CHECKPOINT") or None, d.host, d.port, env.get("GPTLITE_API_KEY") or None,
-                          origins, number("MAX_BATCH_SIZE", int, d.max_batch_size, 1), number("MAX_QUEUE", int, d.max_queue, 1),
-                          number("MAX_PROMPT_TOKENS", int, None, 1), number("MAX_NEW_TOKENS", int, d.max_new_tokens, 1),
-                          number("STREAM_INTERVAL", float, d.stream_interval, 0), quantize(),
-                          env.get("GPTLITE_MODEL_NAME") or None, env.get("GPTLITE_DEVICE") or d.device)
+    "Server settings from `GPTLITE_*` environment variables (`os.environ` by default); a bad value names its variable."
+    try:
+        if env is None: return ServerSettings()
+        return ServerSettings(**{k[len("GPTLITE_"):].lower(): v for k, v in env.items() if k.startswith("GPTLITE_") and v})
+    except ValidationError as e: raise ValueError(settings_error(e, "env")) from None
 
 def __getattr__(name: str):
     "`gptlite.api:app`, built from the environment the first time it is asked for (each worker loads the model at start)."

@@ -164,7 +164,8 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int, top
     if not 0 <= temperature <= 100: raise ValueError(f"temperature must be in [0, 100], got {temperature}")
     if top_k < 0: raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not 0 < repetition_penalty <= 10: raise ValueError(f"repetition_penalty must be in (0, 10], got {repetition_penalty}")
+    if not 0.01 <= repetition_penalty <= 10:     # dividing logits by a tinier penalty makes them infinite
+        raise ValueError(f"repetition_penalty must be in [0.01, 10], got {repetition_penalty}")
 
 def check_prompt_fits(n_tokens: int, context: int, name: str = "the prompt"):
     "Raise ValueError unless a prompt of `n_tokens` tokens leaves room to generate in the model's `context`."

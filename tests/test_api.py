@@ -56,7 +56,8 @@ def server(tiny_run):
 
 def test_health_model_tokenize_metrics(server, tiny_model):
     model, tok = tiny_model
-    assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["model"] == "tiny" and health["queued"] == 0
     info = httpx.get(server.url + "/model").json()
     assert info["parameters"] == model.num_params() and info["config"]["max_length"] == TINY_CONTEXT
     assert info["training"]["steps"] == TINY_STEPS and info["training"]["last_eval"]["val_bpb"] > 0
@@ -135,7 +136,7 @@ def test_openai_client_completions_streaming_and_errors(server, tiny_model):
 
 @pytest.mark.slow
 def test_api_key_required_except_health(tiny_run):
-    s = Served("--checkpoint", str(tiny_run), "--cors-origins", "http://app.example", env={"GPTLITE_API_KEY": "sekret"})
+    s = Served("--checkpoint", str(tiny_run), "--cors-origins", "http://app.example", env={"GPTLITE_API_KEY": KEY})
     try:
         s.wait()                                                            # /health needs no key
         pre = httpx.options(s.url + "/generate", headers={"Origin": "http://app.example", "Access-Control-Request-Method":
@@ -144,12 +145,12 @@ def test_api_key_required_except_health(tiny_run):
         other = httpx.options(s.url + "/generate", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in other.headers
         assert httpx.get(s.url + "/model").status_code == 401
-        assert httpx.get(s.url + "/model", headers={"Authorization": "Bearer sekret"}).status_code == 200
+        assert httpx.get(s.url + "/model", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
         r = httpx.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "x"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0).models.list()
-        ok = openai.OpenAI(base_url=s.url + "/v1", api_key="sekret", max_retries=0)
+        ok = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
         assert ok.completions.create(model="tiny", prompt="The", max_tokens=2).usage.completion_tokens >= 1
     finally: s.stop()
 
@@ -174,6 +175,9 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert code == 2 and "--port" in err
 
 
+KEY = "a-test-key-of-24-chars!!"
+
+
 def metric(url: str, name: str) -> float:
     for line in httpx.get(url + "/metrics").text.splitlines():
         if line.startswith(name + " "): return float(line.split()[1])
@@ -181,13 +185,13 @@ def metric(url: str, name: str) -> float:
 
 
 def test_a_client_that_disconnects_frees_its_slot(server):
-    before = metric(server.url, "gptlite_cancelled_requests")
+    before = metric(server.url, "gptlite_cancelled_requests_total")
     with httpx.stream("POST", server.url + "/generate/stream", json={"prompt": "The", "max_length": 250, "temperature": 1}) as s:
         next(l for l in s.iter_lines() if l.startswith("data: "))             # the first piece, then hang up
     deadline = time.time() + 10
     while time.time() < deadline and metric(server.url, "gptlite_active_sequences") > 0: time.sleep(0.05)
     assert metric(server.url, "gptlite_active_sequences") == 0
-    assert metric(server.url, "gptlite_cancelled_requests") == before + 1
+    assert metric(server.url, "gptlite_cancelled_requests_total") == before + 1
 
 
 PROMPTS = [f"{word} the baker said" * (1 + i % 3) for i, word in enumerate(
@@ -217,12 +221,12 @@ def test_32_concurrent_streams_equal_each_request_alone(server):
     alone_greedy = [httpx.post(server.url + "/generate", json=b, timeout=60).json()["generated_text"] for b in greedy]
     alone_sampled = [httpx.post(server.url + "/generate", json=b, timeout=60).json()["generated_text"] for b in sampled]
     asyncio.run(stream_all(server.url, greedy))                     # a first identical load: the memory baseline
-    baseline, steps = proc.memory_info().rss, metric(server.url, "gptlite_decode_steps")
+    baseline, steps = proc.memory_info().rss, metric(server.url, "gptlite_decode_steps_total")
     for _ in range(3):
         together = asyncio.run(stream_all(server.url, greedy))
         assert [t for t, _ in together] == alone_greedy, "a greedy answer changed when batched (a near-tie flipped)"
     after = proc.memory_info().rss
-    assert metric(server.url, "gptlite_decode_steps") - steps < 3 * 32 * 40 / 4     # really batched: >4 rows a step
+    assert metric(server.url, "gptlite_decode_steps_total") - steps < 3 * 32 * 40 / 4     # really batched: >4 rows a step
     mixed = asyncio.run(stream_all(server.url, sampled))
     differ = sum(t != a for (t, _), a in zip(mixed, alone_sampled))
     print(f"seeded sampling: {differ} of {len(sampled)} answers differ from the request served alone")

@@ -18,12 +18,12 @@ from conftest import ROOT, free_port
 @pytest.mark.slow
 def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(tiny_run):
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(tiny_run), "GPTLITE_API_KEY": "k",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLITE_CHECKPOINT": str(tiny_run), "GPTLITE_API_KEY": "k" * 16,
            "GPTLITE_MAX_NEW_TOKENS": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "gptlite.api:app", "-w", "2", "-k",
-                             "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}", "--timeout", "120"],
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "gptlite.api:app", "-c", str(ROOT / "gunicorn.conf.py"),
+                             "-w", "2", "-b", f"127.0.0.1:{port}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer " + "k" * 16}
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -44,6 +44,11 @@ def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(tiny_run):
         assert httpx.post(url + "/generate", json={"prompt": "x"}).status_code == 401            # the key from the env
         r = httpx.post(url + "/generate", json={"prompt": "x", "max_length": 60}, headers=headers)
         assert r.status_code == 400 and "at most 50" in r.json()["detail"]                     # GPTLITE_MAX_NEW_TOKENS
+        # each scrape reaches one worker, and reports both workers' counts summed (prometheus multiprocess mode)
+        for _ in range(6):
+            text = httpx.get(url + "/metrics", headers=headers).text
+            ok = [l for l in text.splitlines() if l.startswith('gptlite_requests_total{path="/generate",status="200"}')]
+            assert ok and float(ok[0].split()[-1]) == 6, text[-3000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]
