@@ -25,11 +25,11 @@ from .sampling import (StopChecker, TextStreamer, apply_repetition_penalty, appl
 from .tokenizer import EOT
 
 # %% auto #0
-__all__ = ['MIN_TEMPERATURE', 'LOGPROB_FLOOR', 'log', 'MAX_ENGINES', 'ENGINE_CACHE_BYTES', 'CREATIVE_PROMPTS', 'SlotKVCache',
-           'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw', 'pick_tokens', 'Piece', 'Sequence',
-           'Request', 'QueueFull', 'EngineError', 'EngineStopped', 'Scheduler', 'engine_for', 'Completion',
-           'stream_generate', 'generate', 'quantize_int8', 'weights_size', 'latest_checkpoint', 'decode_escapes',
-           'build_parser', 'main']
+__all__ = ['MIN_TEMPERATURE', 'LOGPROB_FLOOR', 'MAX_ENGINES', 'ENGINE_CACHE_BYTES', 'ENGINE_THREADS', 'CREATIVE_PROMPTS',
+           'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw', 'pick_tokens',
+           'Piece', 'Sequence', 'Request', 'QueueFull', 'EngineError', 'EngineStopped', 'Scheduler', 'engine_for',
+           'Completion', 'stream_generate', 'generate', 'quantize_int8', 'weights_size', 'latest_checkpoint',
+           'decode_escapes', 'build_parser', 'main']
 
 # %% ../nbs/07_engine.ipynb #f9cd0df8
 class SlotKVCache(KVCache):
@@ -305,7 +305,7 @@ class EngineStopped(EngineError):
 LOGPROB_FLOOR = -9999.0     # a log-probability of -inf is reported as this (vLLM's convention): JSON has no infinity
 
 # %% ../nbs/07_engine.ipynb #cd0ac25e
-log = logging.getLogger("gptlite.engine")
+_log = logging.getLogger("gptlite.engine")
 
 class Scheduler:
     "Steps every active request together, one token per step, admitting and retiring requests between steps."
@@ -313,13 +313,14 @@ class Scheduler:
                  max_batch_size: int = 16,     # slots: requests decoded together
                  max_queue: int = 64,          # requests waiting for a slot; more is refused (QueueFull)
                  on_step: Callable[[list[str]], None] | None = None,    # sees the live request ids at every step
-                 deliver: Callable[[list], None] | None = None):  # hands a step's (request, piece) pairs over
+                 deliver: Callable[[list], None] | None = None,   # hands a step's (request, piece) pairs over
+                 threads: int | None = None):  # the loop thread's intra-op threads (default: the creating thread's)
         self.model, self.tokenizer, self.on_step = model.eval(), tokenizer, on_step
         self.deliver = deliver or _deliver_each
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.table, self.eot = token_bytes_table(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
         self.decoder = decoder_for(model)                       # the weights do not change while serving
-        self.threads = torch.get_num_threads()                  # the loop thread takes its creator's setting
+        self.threads = threads or torch.get_num_threads()        # per thread in PyTorch: the loop sets its own
         c = model.config
         self.device, self.context, self.vocab_size = model.tok_emb.weight.device, c.max_length, c.vocab_size
         self.cache = SlotKVCache(c.n_layers, c.max_length, max_batch_size)
@@ -395,7 +396,7 @@ class Scheduler:
             with torch.no_grad(): self._loop()
         except BaseException as e:
             self.error = e
-            log.error("the engine thread died", exc_info=e)
+            _log.error("the engine thread died", exc_info=e)
         finally: self._shut_down()
 
     def _shut_down(self):
@@ -434,7 +435,7 @@ class Scheduler:
     def _hand_over(self, pairs: list):
         try: self.deliver(pairs)
         except Exception:                                # a client that cannot be reached gets nothing more
-            log.exception("delivering pieces failed; their requests are cancelled")
+            _log.exception("delivering pieces failed; their requests are cancelled")
             for request, _ in pairs: request.cancelled = True
 
 def _deliver_each(pairs: list):
@@ -442,7 +443,7 @@ def _deliver_each(pairs: list):
     for request, piece in pairs:
         try: request.on_piece(piece)
         except Exception:
-            log.exception("on_piece of request %s failed; the request is cancelled", request.id)
+            _log.exception("on_piece of request %s failed; the request is cancelled", request.id)
             request.cancelled = True
 
 # %% ../nbs/07_engine.ipynb #b3d1e7e7
@@ -574,6 +575,7 @@ _engines: dict = {}                    # (id(model), id(tokenizer)) -> its start
 _engines_lock = threading.Lock()
 MAX_ENGINES = 4                        # models with an engine at once; the least recently used one stops when idle
 ENGINE_CACHE_BYTES = 256 * 2**20       # the KV cache an in-process engine may hold: it sets the number of slots
+ENGINE_THREADS = 1                     # its intra-op threads on a CPU: a team of one starts no second OpenMP team
 
 def engine_for(model, tokenizer) -> Scheduler:
     "The process's engine for `model`: a started `Scheduler` shared by every thread, rebuilt when the weights change."
@@ -588,7 +590,7 @@ def engine_for(model, tokenizer) -> Scheduler:
             c = model.config
             slot_bytes = 2 * c.n_layers * c.max_length * c.d_model * model.tok_emb.weight.element_size()   # keys, values
             engine = Scheduler(model, tokenizer, max_batch_size=max(1, min(64, ENGINE_CACHE_BYTES // slot_bytes)),
-                               max_queue=4096).start()
+                               max_queue=4096, threads=ENGINE_THREADS if model.tok_emb.weight.device.type == "cpu" else None).start()
         _engines[key] = engine
         while len(_engines) > MAX_ENGINES: _engines.pop(next(iter(_engines))).stop_when_idle()
         return engine
