@@ -433,10 +433,14 @@ class Scheduler:
         self._hand_over([(request, error)])
 
     def _hand_over(self, pairs: list):
-        try: self.deliver(pairs)
-        except Exception:                                # a client that cannot be reached gets nothing more
-            _log.exception("delivering pieces failed; their requests are cancelled")
-            for request, _ in pairs: request.cancelled = True
+        "Deliver, under the lock that `cancel` takes: once `cancel` has returned, its request receives nothing."
+        with self.wake:
+            pairs = [(request, piece) for request, piece in pairs if not request.cancelled]
+            if not pairs: return
+            try: self.deliver(pairs)
+            except Exception:                            # a client that cannot be reached gets nothing more
+                _log.exception("delivering pieces failed; their requests are cancelled")
+                for request, _ in pairs: request.cancelled = True
 
 def _deliver_each(pairs: list):
     "The default `deliver`: each request's `on_piece`, one at a time; a callback that fails cancels its own request."
