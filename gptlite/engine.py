@@ -377,7 +377,7 @@ class Scheduler:
         with self.wake:
             busy = bool(self.waiting or self.rows)
             return dict(alive=self.thread.is_alive() and not self.stopping, queued=len(self.waiting), active=len(self.rows),
-                        steps=self.steps, stalled_s=time.monotonic() - self.progress if busy else 0.0)
+                        steps=self.steps, stalled_s=round(time.monotonic() - self.progress, 3) if busy else 0.0)
 
     @property
     def queue_depth(self) -> int: return len(self.waiting)
@@ -492,7 +492,7 @@ def _step(self: Scheduler):
         except Exception as e: failed[i] = e; continue
         if request.first_token_at is None: request.first_token_at = now
         if not request.cancelled: out.append((request, piece))
-    self._hand_over(out + self._errors(failed, "picking its token"))   # all of this step's pieces at once
+    self._hand_over(out + self._errors(failed, "at its next token"))   # all of this step's pieces at once
     self.steps += 1
     self.progress = time.monotonic()
     self._retire(failed)
@@ -520,7 +520,7 @@ def _errors(self: Scheduler, failed: dict, doing: str) -> list:
     pairs = []
     for i, e in failed.items():
         request = self.rows[i][0]
-        error = EngineError(f"request {request.id} failed while {doing}: {e!r}")
+        error = EngineError(f"request {request.id} failed {doing}: {e!r}")
         error.__cause__ = e
         pairs.append((request, error))
     return pairs
@@ -569,7 +569,7 @@ def _decode(self: Scheduler):
         try: self.logits[i] = self.decoder.step(tokens[i:i + 1], self.cache.select(i))[0]
         except Exception as e: failed[i] = e
     if failed:
-        self._hand_over(self._errors(failed, "decoding"))
+        self._hand_over(self._errors(failed, "in the decoder step"))
         self._retire(failed)
 
 Scheduler._pick, Scheduler._decode = _pick, _decode
