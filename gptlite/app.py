@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +21,10 @@ from typing import Iterator
 if not __package__: __package__ = "gptlite"   # `streamlit run gptlite/app.py` runs this file as a plain script
 
 # %% auto #0
-__all__ = ['PRESETS', 'Settings', 'parse_settings', 'Params', 'TokenInfo', 'Generation', 'LocalBackend', 'APIBackend',
-           'history_record', 'export_json', 'export_csv', 'export_txt', 'prob_color', 'token_html', 'list_runs',
-           'load_metrics', 'backend_for', 'sidebar', 'tab_generate', 'tab_batch', 'tab_history', 'tab_statistics',
-           'tab_training', 'main']
+__all__ = ['MAX_BATCH_PROMPTS', 'PRESETS', 'Settings', 'parse_settings', 'Params', 'TokenInfo', 'Generation', 'LocalBackend',
+           'APIBackend', 'history_record', 'export_json', 'export_csv', 'export_txt', 'markdown_text', 'prob_color',
+           'token_html', 'list_runs', 'load_metrics', 'backend_for', 'sidebar', 'tab_generate', 'tab_batch',
+           'tab_history', 'tab_statistics', 'tab_training', 'main']
 
 # %% ../nbs/09_app.ipynb #f6f3fa91
 @dataclass
@@ -86,16 +87,14 @@ import torch
 
 from .model import load_checkpoint
 from .engine import generate, latest_checkpoint, quantize_int8, stream_generate
-from .sampling import token_bytes_table
 from .training import plot_metrics, read_metrics
 
 class LocalBackend:
-    "A checkpoint loaded in this process."
+    "A checkpoint loaded in this process; it generates on the process's engine thread (`engine_for` of `07_engine`)."
     def __init__(self, model, tokenizer, path: str | Path | None = None, quantize: str = "none"):
         self.n_params = model.num_params()                      # counted before int8 packs the linear layers
         self.model = quantize_int8(model) if quantize == "int8" else model
         self.tokenizer, self.path, self.quantize = tokenizer, path, quantize
-        self.table = token_bytes_table(tokenizer)
 
     def describe(self) -> str: return f"in-process: `{self.path}`" + (" (int8)" if self.quantize == "int8" else "")
 
@@ -108,7 +107,7 @@ class LocalBackend:
         def events():
             for piece in stream_generate(self.model, self.tokenizer, prompt, p.max_new_tokens, p.temperature, p.top_k,
                                          p.top_p, p.repetition_penalty, seed=p.seed, stop=p.stop or None,
-                                         top_logprobs=5, table=self.table):
+                                         top_logprobs=5):
                 alts = {decode(i): math.exp(lp) for i, lp in piece.top_logprobs.items()}
                 yield piece.text, [TokenInfo(decode(piece.token_id), math.exp(piece.logprob), alts)], piece.finish_reason
         return Generation(events())
@@ -116,12 +115,14 @@ class LocalBackend:
     def batch(self, prompts: list[str], p: Params) -> list[dict]:
         done = generate(self.model, self.tokenizer, prompts, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                         top_k=p.top_k, top_p=p.top_p, repetition_penalty=p.repetition_penalty, seed=p.seed,
-                        stop=p.stop or None, table=self.table)
+                        stop=p.stop or None)
         return [dict(prompt=q, text=c.text, tokens=len(c.token_ids), finish_reason=c.finish_reason)
                 for q, c in zip(prompts, done)]
 
 # %% ../nbs/09_app.ipynb #535a705f
 import httpx
+
+MAX_BATCH_PROMPTS = 64      # what the API's /generate/batch takes; the app's batch tab has the same limit
 
 class APIBackend:
     "A running gptlite API: text through `/v1/completions` (streamed, with log-probabilities), batches through `/generate/batch`."
@@ -131,6 +132,8 @@ class APIBackend:
                                    headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
 
     def describe(self) -> str: return f"API: {self.url}"
+
+    def close(self): self.client.close()
 
     def health(self) -> tuple[bool, str]:
         try: r = self.client.get("/health", timeout=3)
@@ -167,6 +170,8 @@ class APIBackend:
         return Generation(events())
 
     def batch(self, prompts: list[str], p: Params) -> list[dict]:
+        if len(prompts) > MAX_BATCH_PROMPTS:
+            raise ValueError(f"{len(prompts)} prompts: a batch takes at most {MAX_BATCH_PROMPTS}; split them")
         r = self.client.post("/generate/batch", json=dict(prompts=prompts, max_length=p.max_new_tokens,
                              temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
                              repetition_penalty=p.repetition_penalty, seed=p.seed, stop=p.stop))
@@ -203,6 +208,13 @@ def export_txt(history: list[dict]) -> str:
     return "\n\n".join(f"=== {h['time']} · temperature {h['temperature']}, top_k {h['top_k']}, top_p {h['top_p']} · "
                        f"{h['tokens']} tokens, {h['tokens_per_s']} tokens/s ===\n{h['prompt']}{h['text']}" for h in history) + "\n"
 
+def markdown_text(text: str, bold: bool = False) -> str:
+    "`text` for `st.markdown`, shown as typed: Markdown's characters escaped, every line break kept; `bold` line by line."
+    lines = [re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", line) for line in text.split("\n")]   # any ASCII punctuation
+    if bold:                                          # ** needs text right inside it: an empty line stays empty
+        lines = [f"{l[:len(l) - len(l.lstrip())]}**{l.strip()}**{l[len(l.rstrip()):]}" if l.strip() else l for l in lines]
+    return "  \n".join(lines)                         # two spaces before a newline: a line break, not a space
+
 def prob_color(p: float) -> str:
     "Red for improbable tokens, through yellow, to green for sure ones (on a log scale: 1% is already quite likely)."
     x = min(1.0, max(0.0, 1 + math.log10(max(p, 1e-3)) / 3))                # 0.001 -> 0, 1 -> 1
@@ -237,9 +249,13 @@ def _load_local(path: str, quantize: str = "none") -> LocalBackend:
     model, tokenizer = load_checkpoint(path)
     return LocalBackend(model, tokenizer, path, quantize)
 
+@st.cache_resource(show_spinner=False)
+def _api_backend(url: str, api_key: str | None) -> APIBackend:
+    return APIBackend(url, api_key)          # one HTTP client per URL for the server's life, not one per rerun
+
 def backend_for(settings: Settings) -> tuple[LocalBackend | APIBackend | None, str | None]:
     "The back-end the settings ask for, or None and a message that says what to do."
-    if settings.api_url: return APIBackend(settings.api_url, settings.api_key), None
+    if settings.api_url: return _api_backend(settings.api_url, settings.api_key), None
     try:
         path = Path(settings.checkpoint) if settings.checkpoint else latest_checkpoint(settings.runs_dir)
         return _load_local(str(path), settings.quantize), None
@@ -283,8 +299,10 @@ def tab_generate(backend, ok: bool, error: str | None, p: Params):
         else: st.error("the back-end cannot generate right now: see the sidebar")
         return
     gen = backend.generate(prompt, p)
-    st.markdown(f"**{prompt}**".replace("\n", "**  \n**") if prompt.strip() else "*(no prompt)*")
-    try: st.write_stream(gen.stream())
+    head, box = (markdown_text(prompt, bold=True) if prompt.strip() else "*(no prompt)*  \n"), st.empty()
+    box.markdown(head)
+    try:
+        for _ in gen.stream(): box.markdown(head + markdown_text(gen.text))    # the prompt in bold, then the text
     except Exception as e:
         st.error(f"generation failed: {e}"); return
     s = gen.stats
@@ -308,6 +326,9 @@ def tab_batch(backend, ok: bool, error: str | None, p: Params):
     if uploaded is not None: prompts += [l for l in uploaded.getvalue().decode("utf-8", "replace").splitlines() if l.strip()]
     if not st.button("Generate all", key="batch_go"): return
     if not prompts: st.warning("no prompts: type some, one per line, or upload a file"); return
+    if len(prompts) > MAX_BATCH_PROMPTS:
+        st.error(f"{len(prompts)} prompts: a batch takes at most {MAX_BATCH_PROMPTS} (as the API's /generate/batch); "
+                 f"split them into batches of {MAX_BATCH_PROMPTS} or fewer"); return
     if not ok:
         if error: st.info("No model to generate with: see the message above.")
         else: st.error("the back-end cannot generate right now: see the sidebar")

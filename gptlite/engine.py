@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import builtins
 import collections
+import logging
+import queue
 import threading
 import time
 import uuid
@@ -23,9 +25,11 @@ from .sampling import (StopChecker, TextStreamer, apply_repetition_penalty, appl
 from .tokenizer import EOT
 
 # %% auto #0
-__all__ = ['CREATIVE_PROMPTS', 'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw',
-           'pick_tokens', 'Piece', 'Sequence', 'Completion', 'stream_generate', 'generate', 'Request', 'QueueFull',
-           'Scheduler', 'quantize_int8', 'weights_size', 'latest_checkpoint', 'decode_escapes', 'build_parser', 'main']
+__all__ = ['MIN_TEMPERATURE', 'LOGPROB_FLOOR', 'MAX_ENGINES', 'ENGINE_CACHE_BYTES', 'ENGINE_THREADS', 'CREATIVE_PROMPTS',
+           'SlotKVCache', 'Decoder', 'weights_version', 'decoder_for', 'candidate_probs', 'draw', 'pick_tokens',
+           'Piece', 'Sequence', 'Request', 'QueueFull', 'EngineError', 'EngineStopped', 'Scheduler', 'engine_for',
+           'Completion', 'stream_generate', 'generate', 'quantize_int8', 'weights_size', 'latest_checkpoint',
+           'decode_escapes', 'build_parser', 'main']
 
 # %% ../nbs/07_engine.ipynb #f9cd0df8
 class SlotKVCache(KVCache):
@@ -214,18 +218,22 @@ def draw(ids: Tensor | None,  # (B, K) candidate ids, or None: the candidates ar
     return (ids.gather(-1, j) if ids is not None else j).squeeze(-1)
 
 # %% ../nbs/07_engine.ipynb #4ff078e6
+MIN_TEMPERATURE = 1e-5      # below it sampling is greedy: dividing the logits by it could overflow to inf
+
 def pick_tokens(logits: Tensor,                    # (A, V) the rows' next-token logits
                 generators: list,                  # one torch.Generator per row
                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
                 seen: Tensor | None = None,        # (A, V) bool, needed when repetition_penalty != 1
                 greedy: bool = False,
+                uniforms: Tensor | None = None,    # (A,) the rows' uniform numbers, if already drawn from `generators`
                ) -> tuple[Tensor, Tensor]:         # token ids (A,) and their log-probabilities under the model (A,)
     "One token per row with the same settings for all rows, each row drawing from its own generator."
     logits = logits.float()
-    if greedy or temperature == 0: chosen = apply_repetition_penalty(logits, seen, repetition_penalty).argmax(-1)
+    if greedy or temperature < MIN_TEMPERATURE: chosen = apply_repetition_penalty(logits, seen, repetition_penalty).argmax(-1)
     else:
         candidates, probs = candidate_probs(logits, temperature, top_k, top_p, repetition_penalty, seen)
-        uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])   # (A,)
+        if uniforms is None:
+            uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])   # (A,)
         chosen = draw(candidates, probs, uniforms)
     return chosen, logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
 
@@ -260,84 +268,6 @@ class Sequence:
         self.ids.append(token)
         return Piece(self.row, text, token, logprob, top_logprobs, self.finish_reason)
 
-# %% ../nbs/07_engine.ipynb #39981538
-@dataclass
-class Completion:
-    "A finished generation for one prompt."
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top_logprobs: list[dict[int, float]] = field(default_factory=list)
-    finish_reason: str = "length"
-    prompt_tokens: int = 0
-
-# %% ../nbs/07_engine.ipynb #fe782bc5
-@torch.no_grad()
-def stream_generate(model, tokenizer,
-                    prompts: str | list[str] | list[list[int]], # one prompt or several (any lengths), text or token ids
-                    max_new_tokens: int = 100,
-                    temperature: float = 1.0,         # 0: greedy
-                    top_k: int = 0,                   # 0: off
-                    top_p: float = 1.0,               # 1: off
-                    repetition_penalty: float = 1.0,  # 1: off
-                    do_sample: bool = True,           # False: greedy, as temperature=0
-                    seed: int | None = None,          # row b draws with seed + b; None: a random seed
-                    stop: str | list[str] | None = None, # stop strings, left out of the text
-                    top_logprobs: int = 0,            # also report this many most likely alternatives per token
-                    table: list[bytes] | None = None, # token_bytes_table(tokenizer), to reuse between calls
-                   ) -> Iterator[Piece]:
-    "Generate from each prompt, yielding text pieces as they become safe to show; every row ends with a finish_reason."
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts: raise ValueError("prompts is empty: give at least one prompt")
-    greedy = temperature == 0 or not do_sample
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    table = table or token_bytes_table(tokenizer)
-    device, V, ctx = model.tok_emb.weight.device, model.config.vocab_size, model.config.max_length
-    B = len(prompts)
-    ids = [encode_prompt(tokenizer, p) for p in prompts]
-    for i, p in enumerate(ids): check_prompt_fits(len(p), ctx, f"prompt {i}")
-    if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    gens = [torch.Generator(device=device).manual_seed(seed + b) for b in range(B)]
-    penalise = repetition_penalty != 1.0
-    seen = torch.zeros(B, V, dtype=torch.bool, device=device) if penalise else None   # (B, V) tokens in each row
-    seqs = [Sequence(b, p, table, eot, stop, max_new_tokens, ctx) for b, p in enumerate(ids)]
-    model.eval()
-    decoder, cache = decoder_for(model), SlotKVCache(model.config.n_layers, ctx, B)
-    last_logits = torch.empty(B, V, device=device)
-    for b, p in enumerate(ids):                                   # prompts: one at a time into their slots
-        x = torch.tensor([p], device=device)
-        last_logits[b] = model(x, kv_cache=cache.select(b), logits_to_keep=1)[0][0, -1]
-        if penalise: seen[b, x[0]] = True
-    cache.select(0 if B == 1 else None)          # one row: its slot alone, no index writes or masks
-    alive = list(range(B))
-    while alive:
-        logits = last_logits[alive].float()                                   # (A, V)
-        chosen, logp = pick_tokens(logits, [gens[b] for b in alive], temperature, top_k, top_p, repetition_penalty,
-                                   seen[alive] if penalise else None, greedy)
-        if penalise: seen[alive, chosen] = True
-        if top_logprobs: top = torch.topk(torch.log_softmax(logits, -1), top_logprobs, dim=-1)
-        for i, (b, token, lp) in enumerate(zip(alive, chosen.tolist(), logp.tolist())):
-            alts = dict(zip(top.indices[i].tolist(), top.values[i].tolist())) if top_logprobs else None
-            yield seqs[b].accept(token, lp, alts)
-            if seqs[b].finish_reason: cache.finish(b)
-        alive = [b for b in alive if seqs[b].finish_reason is None]
-        if not alive: break
-        # one step for all rows; finished rows are fed their last token too, but are frozen and never read
-        last_logits = decoder.step(torch.tensor([s.ids[-1] for s in seqs], device=device), cache)   # (B, V)
-
-def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
-    "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
-    ids = [encode_prompt(tokenizer, p) for p in ([prompts] if isinstance(prompts, str) else prompts)]   # encoded once
-    done = [Completion("", prompt_tokens=len(p)) for p in ids]
-    for piece in stream_generate(model, tokenizer, ids, **kwargs):
-        c = done[piece.row]
-        c.text += piece.text
-        c.token_ids.append(piece.token_id); c.logprobs.append(piece.logprob)
-        if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
-        if piece.finish_reason: c.finish_reason = piece.finish_reason
-    return done
-
 # %% ../nbs/07_engine.ipynb #70f570f4
 @dataclass
 class Request:
@@ -357,7 +287,7 @@ class Request:
     submitted: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     prompt_token_logprobs: list[float | None] | None = None
-    cancelled: bool = False                    # set by the client side; the scheduler frees the slot
+    cancelled: bool = False                    # set by the client side (or `Scheduler.cancel`); the slot is freed
 
     def settings(self) -> tuple:
         "Rows with the same settings pick their tokens in one call."
@@ -366,44 +296,88 @@ class Request:
 class QueueFull(Exception):
     "More requests are waiting than the server accepts."
 
+class EngineError(RuntimeError):
+    "A failure inside the engine (a bug, the model, the machine), never the request's fault."
+
+class EngineStopped(EngineError):
+    "The engine's thread is not running (stopped, or died): nothing more will be generated."
+
+LOGPROB_FLOOR = -9999.0     # a log-probability of -inf is reported as this (vLLM's convention): JSON has no infinity
+
 # %% ../nbs/07_engine.ipynb #cd0ac25e
+_log = logging.getLogger("gptlite.engine")
+
 class Scheduler:
     "Steps every active request together, one token per step, admitting and retiring requests between steps."
     def __init__(self, model, tokenizer,
                  max_batch_size: int = 16,     # slots: requests decoded together
                  max_queue: int = 64,          # requests waiting for a slot; more is refused (QueueFull)
                  on_step: Callable[[list[str]], None] | None = None,    # sees the live request ids at every step
-                 deliver: Callable[[list], None] | None = None):  # hands a step's (request, piece) pairs over
+                 deliver: Callable[[list], None] | None = None,   # hands a step's (request, piece) pairs over
+                 threads: int | None = None):  # the loop thread's intra-op threads (default: the creating thread's)
         self.model, self.tokenizer, self.on_step = model.eval(), tokenizer, on_step
-        self.deliver = deliver or (lambda pairs: [request.on_piece(piece) for request, piece in pairs])
+        self.deliver = deliver or _deliver_each
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.table, self.eot = token_bytes_table(tokenizer), tokenizer.convert_tokens_to_ids(EOT)
         self.decoder = decoder_for(model)                       # the weights do not change while serving
+        self.threads = threads or torch.get_num_threads()        # per thread in PyTorch: the loop sets its own
         c = model.config
-        self.device, self.context = model.tok_emb.weight.device, c.max_length
+        self.device, self.context, self.vocab_size = model.tok_emb.weight.device, c.max_length, c.vocab_size
         self.cache = SlotKVCache(c.n_layers, c.max_length, max_batch_size)
         self.logits = torch.zeros(max_batch_size, c.vocab_size, device=self.device)      # each row's next-token logits
         self.seen = torch.zeros(max_batch_size, c.vocab_size, dtype=torch.bool, device=self.device)
         self.rows: list[tuple[Request, Sequence, torch.Generator]] = []                  # row i = slot i
         self.waiting = collections.deque()
         self.wake = threading.Condition()                # guards `waiting`; the loop sleeps on it when idle
-        self.stopping, self.steps, self.cancelled = False, 0, 0
-        self.thread = threading.Thread(target=self._loop, name="gptlite-scheduler", daemon=True)
+        self.stopping, self.idle_stop, self.steps, self.cancelled = False, False, 0, 0
+        self.error: BaseException | None = None          # what killed the loop thread, if anything did
+        self.progress = time.monotonic()                 # the last step or admission (see `health`)
+        self.thread = threading.Thread(target=self._run, name="gptlite-engine", daemon=True)
 
     def start(self) -> "Scheduler":
         self.thread.start()
         return self
 
     def stop(self):
+        "Stop the loop thread; requests still queued or active receive `EngineStopped`."
         with self.wake: self.stopping = True; self.wake.notify()
-        self.thread.join()
+        if self.thread.ident is not None: self.thread.join()
+        else: self._shut_down()                          # never started: only the queue to answer
+
+    def stop_when_idle(self):
+        "Refuse new requests (`EngineStopped`) and let the thread end once the queued and active ones are done."
+        with self.wake: self.idle_stop = True; self.wake.notify()
 
     def submit(self, request: Request):
-        "Queue a request (thread-safe); raise QueueFull if too many are waiting."
+        "Queue a request (thread-safe); raise ValueError for one the model cannot take, QueueFull if too many wait."
+        if not 0 < len(request.prompt_ids) < self.context:
+            raise ValueError(f"the prompt is {len(request.prompt_ids)} tokens long; the model takes 1 to "
+                             f"{self.context - 1} (its context is {self.context} tokens)")
+        if not all(0 <= t < self.vocab_size for t in request.prompt_ids):
+            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
+        check_sampling_args(request.max_new_tokens, request.temperature, request.top_k, request.top_p,
+                            request.repetition_penalty)
         with self.wake:
+            if self.stopping or self.idle_stop or (self.thread.ident is not None and not self.thread.is_alive()):
+                raise EngineStopped(self._why_stopped())
             if len(self.waiting) >= self.max_queue: raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            if not (self.waiting or self.rows): self.progress = time.monotonic()   # idle until now: not stalled
             self.waiting.append(request)
             self.wake.notify()
+
+    def cancel(self, request: Request):
+        "Withdraw a request (thread-safe): a queued one leaves the queue now, an active one is retired before the next step."
+        with self.wake:
+            request.cancelled = True
+            for i, queued in enumerate(self.waiting):
+                if queued is request: del self.waiting[i]; self.cancelled += 1; break
+
+    def health(self) -> dict:
+        "Whether the loop runs, what it holds, and how long it has gone without progress while it has work."
+        with self.wake:
+            busy = bool(self.waiting or self.rows)
+            return dict(alive=self.thread.is_alive() and not self.stopping, queued=len(self.waiting), active=len(self.rows),
+                        steps=self.steps, stalled_s=round(time.monotonic() - self.progress, 3) if busy else 0.0)
 
     @property
     def queue_depth(self) -> int: return len(self.waiting)
@@ -411,32 +385,81 @@ class Scheduler:
     @property
     def active(self) -> int: return len(self.rows)
 
+    def _why_stopped(self) -> str:
+        if self.error is not None: return f"the engine thread died: {type(self.error).__name__}: {self.error}"
+        return "the engine is stopped"
+
+    def _run(self):
+        "The loop thread: its own settings first (thread-local in PyTorch), then the loop; no request is left waiting."
+        try:
+            torch.set_num_threads(self.threads)
+            with torch.no_grad(): self._loop()
+        except BaseException as e:
+            self.error = e
+            _log.error("the engine thread died", exc_info=e)
+        finally: self._shut_down()
+
+    def _shut_down(self):
+        with self.wake:
+            self.stopping = True
+            left, self.waiting = [*self.waiting, *(r for r, _, _ in self.rows)], collections.deque()
+        self.rows = []
+        for request in left: self._fail(request, EngineStopped(self._why_stopped()), self.error)
+
     def _loop(self):
         while True:
             with self.wake:
-                while not (self.waiting or self.rows or self.stopping): self.wake.wait()
-                if self.stopping: break
+                while not (self.waiting or self.rows or self.stopping or self.idle_stop): self.wake.wait()
+                if self.stopping or (self.idle_stop and not (self.waiting or self.rows)): return
                 admit = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.max_batch_size - len(self.rows)))]
-            for request in admit:
-                try: self._admit(request)
-                except Exception as e: self.deliver([(request, e)])   # e.g. a prompt the model cannot take
-            try:
-                if self.rows: self._step()
-            except Exception as e:                                     # never leave a client hanging
-                self.deliver([(request, e) for request, _, _ in self.rows])
-                self.rows = []
+            for request in admit: self._admit_safely(request)
+            if not self.rows: continue
+            try: self._step()
+            except Exception as e:                       # a failure outside any one row: those rows fail, the loop goes on
+                rows, self.rows = self.rows, []
+                for request, _, _ in rows: self._fail(request, EngineError(f"a decoding step failed: {e!r}"), e)
+
+    def _admit_safely(self, request: Request):
+        if request.cancelled:                            # the client left while it waited
+            with self.wake: self.cancelled += 1
+            return
+        try: self._admit(request)
+        except Exception as e: self._fail(request, EngineError(f"admitting request {request.id} failed: {e!r}"), e)
+        self.progress = time.monotonic()
+
+    def _fail(self, request: Request, error: EngineError, cause: BaseException | None):
+        "Hand one request its error, caused by `cause`; it receives nothing after it."
+        error.__cause__ = cause
+        self._hand_over([(request, error)])
+
+    def _hand_over(self, pairs: list):
+        "Deliver, under the lock that `cancel` takes: once `cancel` has returned, its request receives nothing."
+        with self.wake:
+            pairs = [(request, piece) for request, piece in pairs if not request.cancelled]
+            if not pairs: return
+            try: self.deliver(pairs)
+            except Exception:                            # a client that cannot be reached gets nothing more
+                _log.exception("delivering pieces failed; their requests are cancelled")
+                for request, _ in pairs: request.cancelled = True
+
+def _deliver_each(pairs: list):
+    "The default `deliver`: each request's `on_piece`, one at a time; a callback that fails cancels its own request."
+    for request, piece in pairs:
+        try: request.on_piece(piece)
+        except Exception:
+            _log.exception("on_piece of request %s failed; the request is cancelled", request.id)
+            request.cancelled = True
 
 # %% ../nbs/07_engine.ipynb #b3d1e7e7
 @torch.no_grad()
 def _admit(self: Scheduler, request: Request):
     slot = len(self.rows)
-    if request.cancelled: return
     self.cache.reset(slot)
     x = torch.tensor([request.prompt_ids], device=self.device)
     logits = self.model(x, kv_cache=self.cache.select(slot), logits_to_keep=0 if request.prompt_logprobs else 1)[0][0]
     if request.prompt_logprobs:
         logp = torch.log_softmax(logits[:-1].float(), -1).gather(-1, x[0, 1:, None]).squeeze(-1)
-        request.prompt_token_logprobs = [None] + logp.tolist()              # the first token has no context
+        request.prompt_token_logprobs = [None] + logp.clamp(min=LOGPROB_FLOOR).tolist()   # the first token has no context
     self.logits[slot] = logits[-1]
     self.seen[slot] = False
     self.seen[slot, x[0]] = True
@@ -449,33 +472,39 @@ Scheduler._admit = _admit
 # %% ../nbs/07_engine.ipynb #f162352e
 @torch.no_grad()
 def _step(self: Scheduler):
+    self._retire()                                        # cancelled rows go before the step: nothing more reaches them
     n = len(self.rows)
+    if n == 0: return
     if self.on_step: self.on_step([r.id for r, _, _ in self.rows])
-    chosen, logps = [0] * n, [0.0] * n
-    groups = collections.defaultdict(list)
-    for i, (request, _, _) in enumerate(self.rows): groups[request.settings()].append(i)
-    for (temperature, top_k, top_p, penalty), rows in groups.items():
-        index = torch.tensor(rows, device=self.device)
-        tokens, logp = pick_tokens(self.logits[index], [self.rows[i][2] for i in rows], temperature, top_k, top_p,
-                                   penalty, self.seen[index] if penalty != 1.0 else None)
-        for i, t, lp in zip(rows, tokens.tolist(), logp.tolist()): chosen[i], logps[i] = t, lp
+    failed = {}                                           # row -> the exception that failed it, this row alone
+    chosen, logps = self._pick(failed)
     want = max(r.top_logprobs for r, _, _ in self.rows)
-    if want: top = torch.topk(torch.log_softmax(self.logits[:n].float(), -1), want, dim=-1)
-    self.seen[torch.arange(n, device=self.device), torch.tensor(chosen, device=self.device)] = True   # one write
+    if want: top = torch.topk(torch.log_softmax(self.logits[:n].float(), -1).clamp(min=LOGPROB_FLOOR), want, dim=-1)
+    ok = [i for i in range(n) if i not in failed]
+    self.seen[ok, [chosen[i] for i in ok]] = True          # one write
     now, out = time.perf_counter(), []
-    for i, (request, sequence, _) in enumerate(self.rows):
+    for i in ok:
+        request, sequence, _ = self.rows[i]
         alts = None
         if request.top_logprobs:
             alts = dict(zip(top.indices[i, :request.top_logprobs].tolist(), top.values[i, :request.top_logprobs].tolist()))
-        piece = sequence.accept(chosen[i], logps[i], alts)
+        try: piece = sequence.accept(chosen[i], max(logps[i], LOGPROB_FLOOR), alts)
+        except Exception as e: failed[i] = e; continue
         if request.first_token_at is None: request.first_token_at = now
         if not request.cancelled: out.append((request, piece))
-    self.deliver(out)                                     # all of this step's pieces at once
+    self._hand_over(out + self._errors(failed, "at its next token"))   # all of this step's pieces at once
     self.steps += 1
-    for i in reversed(range(n)):                          # retire: the last row moves into the freed slot
+    self.progress = time.monotonic()
+    self._retire(failed)
+    self._decode()
+
+def _retire(self: Scheduler, failed=()):
+    "Free the slots of finished, cancelled and failed rows: the last row moves into each freed slot."
+    gone = 0
+    for i in reversed(range(len(self.rows))):
         request, sequence, _ = self.rows[i]
-        if sequence.finish_reason is None and not request.cancelled: continue
-        if sequence.finish_reason is None: self.cancelled += 1      # the client went away first
+        if sequence.finish_reason is None and not request.cancelled and i not in failed: continue
+        if sequence.finish_reason is None and i not in failed: gone += 1      # the client went away first
         last = len(self.rows) - 1
         if i != last:
             self.cache.move(last, i)
@@ -483,13 +512,170 @@ def _step(self: Scheduler):
             self.rows[i] = self.rows[last]
             self.rows[i][1].row = i
         self.rows.pop()
+    if gone:
+        with self.wake: self.cancelled += gone
+
+def _errors(self: Scheduler, failed: dict, doing: str) -> list:
+    "An `EngineError` for each failed row, chaining its cause."
+    pairs = []
+    for i, e in failed.items():
+        request = self.rows[i][0]
+        error = EngineError(f"request {request.id} failed {doing}: {e!r}")
+        error.__cause__ = e
+        pairs.append((request, error))
+    return pairs
+
+Scheduler._step, Scheduler._retire, Scheduler._errors = _step, _retire, _errors
+
+# %% ../nbs/07_engine.ipynb #pickdeco
+def _pick(self: Scheduler, failed: dict) -> tuple[list[int], list[float]]:
+    "Each row's token and its log-probability, rows grouped by their settings; a row that fails goes into `failed`."
+    n = len(self.rows)
+    chosen, logps = [0] * n, [0.0] * n
+    top = self.logits[:n].max(-1).values                  # NaN if a row has a NaN, inf if it has +inf
+    for i in (~torch.isfinite(top)).nonzero().flatten().tolist():
+        failed[i] = FloatingPointError("the model's logits are not finite (NaN or inf)")
+    groups = collections.defaultdict(list)
+    for i, (request, _, _) in enumerate(self.rows):
+        if i not in failed: groups[request.settings()].append(i)
+    for (temperature, top_k, top_p, penalty), rows in groups.items():
+        greedy = temperature < MIN_TEMPERATURE
+        uniforms = {} if greedy else {i: torch.rand((), generator=self.rows[i][2], device=self.device) for i in rows}
+        def pick(rows):                                   # the same uniforms if it runs again: the same tokens
+            index = torch.tensor(rows, device=self.device)
+            tokens, logp = pick_tokens(self.logits[index], None, temperature, top_k, top_p, penalty,
+                                       self.seen[index] if penalty != 1.0 else None, greedy,
+                                       None if greedy else torch.stack([uniforms[i] for i in rows]))
+            for i, t, lp in zip(rows, tokens.tolist(), logp.tolist()): chosen[i], logps[i] = t, lp
+        try: pick(rows)
+        except Exception:                                 # find the row(s) at fault: the others keep their tokens
+            for i in rows:
+                try: pick([i])
+                except Exception as e: failed[i] = e
+    return chosen, logps
+
+@torch.no_grad()
+def _decode(self: Scheduler):
+    "One decoder step over the live rows; if it fails, row by row, and only the rows that fail alone are failed."
     n = len(self.rows)
     if n == 0: return
     tokens = torch.tensor([sequence.ids[-1] for _, sequence, _ in self.rows], device=self.device)   # (n,)
-    cache = self.cache.select(0) if n == 1 else self.cache.select(None, n_rows=n)   # one row: no masks, no gathers
-    self.logits[:n] = self.decoder.step(tokens, cache)
+    try:
+        cache = self.cache.select(0) if n == 1 else self.cache.select(None, n_rows=n)   # one row: no masks, no gathers
+        self.logits[:n] = self.decoder.step(tokens, cache)
+        return
+    except Exception as e: failed = {0: e} if n == 1 else {}
+    for i in range(n if n > 1 else 0):       # the lengths advance at a step's end: a retry rewrites the same positions
+        try: self.logits[i] = self.decoder.step(tokens[i:i + 1], self.cache.select(i))[0]
+        except Exception as e: failed[i] = e
+    if failed:
+        self._hand_over(self._errors(failed, "in the decoder step"))
+        self._retire(failed)
 
-Scheduler._step = _step
+Scheduler._pick, Scheduler._decode = _pick, _decode
+
+# %% ../nbs/07_engine.ipynb #enginefo
+_engines: dict = {}                    # (id(model), id(tokenizer)) -> its started Scheduler, the most recently used last
+_engines_lock = threading.Lock()
+MAX_ENGINES = 4                        # models with an engine at once; the least recently used one stops when idle
+ENGINE_CACHE_BYTES = 256 * 2**20       # the KV cache an in-process engine may hold: it sets the number of slots
+ENGINE_THREADS = 1                     # its intra-op threads on a CPU: a team of one starts no second OpenMP team
+
+def engine_for(model, tokenizer) -> Scheduler:
+    "The process's engine for `model`: a started `Scheduler` shared by every thread, rebuilt when the weights change."
+    with _engines_lock:
+        key = (id(model), id(tokenizer))
+        engine = _engines.pop(key, None)
+        if engine is not None and (engine.model is not model or engine.tokenizer is not tokenizer
+                                   or engine.decoder.version != weights_version(model) or not engine.health()["alive"]):
+            engine.stop_when_idle()                       # it finishes what it holds; new requests go to the new one
+            engine = None
+        if engine is None:
+            c = model.config
+            slot_bytes = 2 * c.n_layers * c.max_length * c.d_model * model.tok_emb.weight.element_size()   # keys, values
+            engine = Scheduler(model, tokenizer, max_batch_size=max(1, min(64, ENGINE_CACHE_BYTES // slot_bytes)),
+                               max_queue=4096, threads=ENGINE_THREADS if model.tok_emb.weight.device.type == "cpu" else None).start()
+        _engines[key] = engine
+        while len(_engines) > MAX_ENGINES: _engines.pop(next(iter(_engines))).stop_when_idle()
+        return engine
+
+# %% ../nbs/07_engine.ipynb #39981538
+@dataclass
+class Completion:
+    "A finished generation for one prompt."
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    finish_reason: str = "length"
+    prompt_tokens: int = 0
+
+# %% ../nbs/07_engine.ipynb #fe782bc5
+def stream_generate(model, tokenizer,
+                    prompts: str | list[str] | list[list[int]], # one prompt or several (any lengths), text or token ids
+                    max_new_tokens: int = 100,
+                    temperature: float = 1.0,         # 0: greedy
+                    top_k: int = 0,                   # 0: off
+                    top_p: float = 1.0,               # 1: off
+                    repetition_penalty: float = 1.0,  # 1: off
+                    do_sample: bool = True,           # False: greedy, as temperature=0
+                    seed: int | None = None,          # row b draws with seed + b; None: a random seed
+                    stop: str | list[str] | None = None, # stop strings, left out of the text
+                    top_logprobs: int = 0,            # also report this many most likely alternatives per token
+                    table: list[bytes] | None = None, # unused: the engine keeps its own (kept for older callers)
+                   ) -> Iterator[Piece]:
+    "Generate from each prompt on the engine's thread, yielding pieces as they become safe to show; `Piece.row` is the prompt's index."
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts: raise ValueError("prompts is empty: give at least one prompt")
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    for i, p in enumerate(ids): check_prompt_fits(len(p), model.config.max_length, f"prompt {i}")
+    if seed is None: seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    greedy = temperature == 0 or not do_sample
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    pieces = queue.SimpleQueue()                      # (prompt index, piece or error), filled by the engine's thread
+    requests = [Request(p, max_new_tokens, 0.0 if greedy else temperature, top_k, top_p, repetition_penalty, seed + b,
+                        stops, top_logprobs, on_piece=lambda piece, b=b: pieces.put((b, piece)))
+                for b, p in enumerate(ids)]
+    model.eval()
+    return _drive(model, tokenizer, requests, pieces)
+
+def _drive(model, tokenizer, requests: list[Request], pieces: queue.SimpleQueue) -> Iterator[Piece]:
+    "Submit the requests to the model's engine and yield their pieces; closing the generator cancels what is left."
+    waiting, unfinished, served, retried = collections.deque(enumerate(requests)), len(requests), [], False
+    engine = engine_for(model, tokenizer)
+    try:
+        while unfinished:
+            while waiting:                            # more prompts than the queue takes: the rest as places free up
+                try: engine.submit(waiting[0][1])
+                except QueueFull: break
+                except EngineStopped:                 # replaced meanwhile (new weights, or another model's turn)
+                    if retried: raise
+                    engine, retried = engine_for(model, tokenizer), True
+                    continue
+                served.append((engine, waiting.popleft()[1]))
+            try: b, piece = pieces.get(timeout=0.01 if waiting else 1.0)
+            except queue.Empty:
+                if not engine.health()["alive"] and not waiting: raise EngineStopped(engine._why_stopped()) from None
+                continue
+            if isinstance(piece, BaseException): raise piece
+            piece.row = b                             # the engine's row is a slot; the caller's is the prompt's index
+            if piece.finish_reason: unfinished -= 1
+            yield piece
+    finally:
+        for engine, request in served: engine.cancel(request)   # a finished one is not held anywhere: no effect
+
+def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
+    "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
+    ids = [encode_prompt(tokenizer, p) for p in ([prompts] if isinstance(prompts, str) else prompts)]   # encoded once
+    done = [Completion("", prompt_tokens=len(p)) for p in ids]
+    for piece in stream_generate(model, tokenizer, ids, **kwargs):
+        c = done[piece.row]
+        c.text += piece.text
+        c.token_ids.append(piece.token_id); c.logprobs.append(piece.logprob)
+        if piece.top_logprobs is not None: c.top_logprobs.append(piece.top_logprobs)
+        if piece.finish_reason: c.finish_reason = piece.finish_reason
+    return done
 
 # %% ../nbs/07_engine.ipynb #b0c0555b
 import copy

@@ -168,22 +168,12 @@ def evaluate_split(model: GPT, data: TokenData, split: str = "val", block_size: 
         count += y.numel()
     return total / count
 
-@torch.no_grad()
 def sample_text(model: GPT, tokenizer, prompt: str = "\n", max_new_tokens: int = 40, temperature: float = 0.8,
-                seed: int = 0, device="cpu") -> str:
-    "A short sample for the training log, at most one context window long (the sampling notebook has the full generator)."
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(seed)      # its own RNG: sampling never disturbs training
-    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-    cache, out = model.new_kv_cache(), []
-    logits = model(ids[:, -model.config.max_length:], kv_cache=cache)[0]
-    for _ in range(min(max_new_tokens, model.config.max_length - cache.length)):
-        probs = torch.softmax(logits[:, -1].float() / temperature, dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=g)
-        out.append(nxt.item())
-        if cache.length >= model.config.max_length: break
-        logits = model(nxt, kv_cache=cache)[0]
-    return tokenizer.decode(out)
+                seed: int = 0, device=None) -> str:    # device: unused, the model's own is used
+    "A short sample for the training log, at most one context window long, written by the engine of `07_engine`."
+    from gptlite.engine import generate           # the inference track, loaded when a sample is first asked for
+    ids = tokenizer.encode(prompt)[-(model.config.max_length - 1):]   # the prompt's end, leaving room to write
+    return generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)[0].text
 
 # %% ../nbs/04_training.ipynb #57d7d915
 @torch.no_grad()

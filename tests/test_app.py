@@ -219,3 +219,67 @@ def test_int8_in_process_backend(runs, monkeypatch):
     at.text_area(key="prompt").set_value("The baker"); at.slider(key="max_new_tokens").set_value(10).run()
     at.button(key="generate").click().run()
     assert not at.exception and 0 < at.session_state["history"][-1]["tokens"] <= 10
+
+
+def shown_markdown(at) -> str:
+    "The main area's Markdown block that holds the prompt and the generated text."
+    (block,) = [m.value for m in at.main.markdown if "**" in m.value or "(no prompt)" in m.value]
+    return block
+
+
+def as_typed(markdown: str) -> str:
+    "Undo `markdown_text`: bold markers off, line breaks back to newlines, escapes off."
+    import re
+    return re.sub(r"\\(.)", r"\1", markdown.replace("**", "").replace("  \n", "\n"))
+
+
+def test_markdown_text_is_shown_as_typed():
+    from gptlite.app import markdown_text
+    assert markdown_text("a\nb") == "a  \nb"                                    # a line break, not a space
+    assert markdown_text("# not a heading *x* [y](z) :smile: $1") == \
+        r"\# not a heading \*x\* \[y\]\(z\) \:smile\: \$1"
+    assert markdown_text("ROMEO:\nBut soft\n", bold=True) == "**ROMEO\\:**  \n**But soft**  \n"   # no `****`
+    assert markdown_text(" padded ", bold=True) == " **padded** "
+
+
+def test_generated_text_keeps_its_line_breaks_and_a_trailing_newline_prompt_shows_no_stars(runs, monkeypatch):
+    at = app(monkeypatch, GPTLITE_CHECKPOINT=runs / "tiny")
+    prompt = "ROMEO:\nBut soft\n"
+    at.text_area(key="prompt").set_value(prompt); at.slider(key="max_new_tokens").set_value(40)
+    at.text_input(key="seed").set_value("3").run()                          # a text with line breaks inside it
+    at.button(key="generate").click().run()
+    assert not at.exception
+    text, block = at.session_state["history"][-1]["text"], shown_markdown(at)
+    typed = (prompt + text).strip()                                         # st.markdown strips the ends of its text
+    assert "\n" in text.strip() and "****" not in block and block.startswith("**ROMEO\\:**  \n**But soft**  \n")
+    assert block.count("\n") == block.count("  \n") == typed.count("\n")  # every line break kept, as a line break
+    assert as_typed(block) == typed
+
+
+def test_batch_tab_refuses_more_prompts_than_the_api_takes(runs, monkeypatch):
+    from gptlite.app import MAX_BATCH_PROMPTS
+    at = app(monkeypatch, GPTLITE_CHECKPOINT=runs / "tiny")
+    at.text_area(key="batch_prompts").set_value("\n".join(f"prompt {i}" for i in range(MAX_BATCH_PROMPTS + 1))).run()
+    at.button(key="batch_go").click().run()
+    assert not at.exception and f"at most {MAX_BATCH_PROMPTS}" in at.error[0].value and not at.dataframe
+    assert MAX_BATCH_PROMPTS == 64
+
+
+def test_the_api_back_end_keeps_one_http_client_across_reruns(monkeypatch):
+    made = []
+    real_init = httpx.Client.__init__
+    def counting_init(self, *args, **kwargs):
+        made.append(kwargs.get("base_url")); real_init(self, *args, **kwargs)
+    monkeypatch.setattr(httpx.Client, "__init__", counting_init)
+    url = f"http://127.0.0.1:{free_port()}"                                    # a URL no earlier test used
+    at = app(monkeypatch, GPTLITE_API_URL=url)
+    at.text_area(key="prompt").set_value("x").run()
+    at.slider(key="max_new_tokens").set_value(5).run()
+    assert not at.exception and made == [url]                                  # three runs, one client
+
+
+def test_streamlit_binds_loopback_by_default(tmp_path):
+    show = lambda cwd: subprocess.run([sys.executable, "-m", "streamlit", "config", "show"], cwd=cwd,
+                                      capture_output=True, text=True, timeout=60).stdout
+    assert '\naddress = "127.0.0.1"' in show(ROOT)                             # the repository's .streamlit/config.toml
+    assert '\naddress = ' not in show(tmp_path)                                # elsewhere: Streamlit's default (unset)

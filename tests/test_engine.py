@@ -1,15 +1,19 @@
 """Engine tests: the slot cache and the decoder equal the plain model, the fast draw has the distribution of the plain
 loop's rules, batches equal each prompt alone, the command."""
+import math
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from gptlite.engine import (Decoder, Sequence, SlotKVCache, candidate_probs, decoder_for, draw, generate, main,
-                            pick_tokens, stream_generate)
+from gptlite.engine import (LOGPROB_FLOOR, Decoder, EngineError, EngineStopped, QueueFull, Request, Scheduler, Sequence,
+                            SlotKVCache, candidate_probs, decoder_for, draw, engine_for, generate, main, pick_tokens,
+                            stream_generate)
 from gptlite.model import GPT, GPTConfig
 from gptlite.sampling import process_logits, sample, sample_next, token_bytes_table
 
@@ -267,3 +271,220 @@ def test_stop_strings_from_the_command_line_keep_non_ascii():
     assert decode_escapes("日本") == "日本"
     assert decode_escapes("a\\tb\\u00e9") == "a\tbé"
     assert decode_escapes("\\\\n") == "\\n"                       # an escaped backslash stays one backslash
+
+
+# --- one engine: every synchronous call goes through the process's engine thread ------------------------------------
+
+
+def run_on_new_thread(f):
+    out = []
+    t = threading.Thread(target=lambda: out.append(f()))
+    t.start(); t.join()
+    return out[0]
+
+
+def test_a_new_thread_gets_the_same_text_decoded_on_the_engine_thread(tiny_model):
+    model, tok = tiny_model
+    engine = engine_for(model, tok)
+    assert engine_for(model, tok) is engine and engine.health()["alive"]
+    decoded_on = []
+    engine.on_step = lambda ids: decoded_on.append(threading.current_thread())
+    try:
+        kw = dict(max_new_tokens=20, temperature=0.9, top_k=30, seed=7)
+        here = generate(model, tok, ["The baker", "She said"], **kw)
+        there = run_on_new_thread(lambda: generate(model, tok, ["The baker", "She said"], **kw))
+    finally: engine.on_step = None
+    assert [c.text for c in here] == [c.text for c in there] and here[0].token_ids
+    assert decoded_on and set(decoded_on) == {engine.thread} and engine.thread is not threading.current_thread()
+
+
+
+def wait_for(condition, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_engine_for_is_rebuilt_when_the_weights_change(tok):
+    model = GPT(GPTConfig(vocab_size=len(tok), max_length=32, n_layers=1, n_heads=2, d_model=16)).eval()
+    first = engine_for(model, tok)
+    assert engine_for(model, tok) is first
+    text = generate(model, tok, "The", max_new_tokens=5, temperature=0)[0].text
+    model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
+    second = engine_for(model, tok)
+    assert second is not first and second.health()["alive"]
+    first.thread.join(timeout=10)                               # idle: the old engine's thread ends by itself
+    assert not first.thread.is_alive()
+    with pytest.raises(EngineStopped): first.submit(Request(tok.encode("The")))
+    assert isinstance(generate(model, tok, "The", max_new_tokens=5, temperature=0)[0].text, str) and text is not None
+
+
+def test_closing_a_stream_early_cancels_its_request(tiny_model):
+    model, tok = tiny_model
+    kw = dict(max_new_tokens=100, temperature=0.8, seed=1)
+    assert len(generate(model, tok, "The baker", **kw)[0].token_ids) > 5       # it would run on
+    engine = engine_for(model, tok)
+    before = engine.cancelled
+    for piece in stream_generate(model, tok, "The baker", **kw): break         # the generator is closed here
+    wait_for(lambda: engine.active == 0 and engine.queue_depth == 0)
+    assert engine.cancelled == before + 1
+
+
+def collect(requests):
+    "Give each request an on_piece that keeps what it receives; returns {id: [pieces or errors]} and an all-done event."
+    got, done = {r.id: [] for r in requests}, threading.Semaphore(0)
+    for r in requests:
+        def on_piece(p, r=r):
+            got[r.id].append(p)
+            if isinstance(p, Exception) or p.finish_reason: done.release()
+        r.on_piece = on_piece
+    return got, lambda: [done.acquire(timeout=30) for _ in requests]
+
+
+def test_cancel_frees_a_queue_place_at_once_and_an_active_row_gets_nothing_more(tiny_model):
+    model, tok = tiny_model
+    sched = Scheduler(model, tok, max_batch_size=1, max_queue=1)
+    a, b = Request(tok.encode("The baker"), on_piece=lambda p: None), Request(tok.encode("She"), on_piece=lambda p: None)
+    sched.submit(a)
+    with pytest.raises(QueueFull): sched.submit(b)
+    sched.cancel(a)                                             # queued: it leaves the queue now
+    assert (sched.queue_depth, sched.cancelled) == (0, 1)
+    sched.submit(b)
+    sched.cancel(b)
+    long = Request(tok.encode("The baker"), max_new_tokens=200, temperature=0.8, seed=1)
+    got, _ = collect([long])
+    sched.start()
+    sched.submit(long)
+    wait_for(lambda: len(got[long.id]) >= 2)
+    sched.cancel(long)
+    n = len(got[long.id])
+    wait_for(lambda: sched.active == 0)
+    time.sleep(0.05)
+    assert len(got[long.id]) == n and not got[long.id][-1].finish_reason    # nothing after cancel returned
+    assert sched.cancelled == 3
+    sched.stop()
+
+
+def test_health_reports_a_stall_and_a_stopped_engine_refuses_work(tiny_model):
+    model, tok = tiny_model
+    sched = Scheduler(model, tok, max_batch_size=2)
+    assert sched.health() == dict(alive=False, queued=0, active=0, steps=0, stalled_s=0.0)
+    r = Request(tok.encode("The"), max_new_tokens=3)
+    got, wait = collect([r])
+    sched.submit(r)
+    time.sleep(0.1)
+    assert sched.health()["stalled_s"] >= 0.1 and sched.health()["queued"] == 1     # work, and no thread to do it
+    sched.start(); wait()
+    h = sched.health()
+    assert h["alive"] and h["steps"] >= 1 and h["stalled_s"] == 0.0 and got[r.id][-1].finish_reason
+    sched.stop()
+    assert not sched.health()["alive"]
+    with pytest.raises(EngineStopped, match="stopped"): sched.submit(Request(tok.encode("The")))
+
+
+def test_a_dead_engine_thread_fails_every_request_with_engine_stopped(tiny_model, caplog):
+    model, tok = tiny_model
+    class Crash(BaseException): pass
+    sched = Scheduler(model, tok, max_batch_size=1)
+    def crash(): raise Crash("injected")
+    sched._step = crash                                          # the loop thread dies at its first step
+    requests = [Request(tok.encode(p), max_new_tokens=5) for p in ("The", "She")]   # one active, one queued
+    got, wait = collect(requests)
+    for r in requests: sched.submit(r)
+    sched.start(); wait()
+    for r in requests:
+        (error,) = got[r.id]
+        assert isinstance(error, EngineStopped) and "Crash: injected" in str(error) and not isinstance(error, ValueError)
+    assert not sched.health()["alive"]
+    with pytest.raises(EngineStopped, match="died"): sched.submit(Request(tok.encode("The")))
+
+
+ROWS = [("The baker", dict(temperature=0)), ("She said", dict(temperature=0.9, top_k=30, seed=3)),
+        ("Once upon a time", dict(temperature=1.1, top_p=0.9, seed=4)), ("In the morning", dict(temperature=0.7, seed=5))]
+BAD = 2                                                          # the row that fails
+
+
+@pytest.mark.parametrize("where", ["admit", "accept", "step", "nan"])
+def test_a_fault_in_one_row_fails_that_row_alone(tiny_model, monkeypatch, where):
+    model, tok = tiny_model
+    sched = Scheduler(model, tok, max_batch_size=4)
+    requests = [Request(tok.encode(p), max_new_tokens=15, **kw) for p, kw in ROWS]
+    bad = requests[BAD]
+    slot = lambda: next(i for i, (r, _, _) in enumerate(sched.rows) if r is bad)   # where the bad row is now
+    injected = []
+    if where == "admit":
+        real_admit = sched._admit
+        def admit(request):
+            if request is bad: injected.append(1); raise RuntimeError("injected")
+            real_admit(request)
+        sched._admit = admit
+    elif where == "accept":
+        real_accept = Sequence.accept
+        def accept(self, token, *args):
+            if self.ids[:len(bad.prompt_ids)] == bad.prompt_ids and self.n_new == 3:
+                injected.append(1); raise RuntimeError("injected")
+            return real_accept(self, token, *args)
+        monkeypatch.setattr(Sequence, "accept", accept)
+    elif where == "step":                                        # inside the step, after layer 0 wrote its keys
+        real_update = sched.cache.update
+        def update(layer, k, v):
+            if layer == 1 and any(r is bad for r, _, _ in sched.rows) and sched.steps >= 4 \
+                    and sched.cache.row in (None, slot()):
+                injected.append(sched.cache.row)                 # batched, then the bad row alone: both fail
+                raise RuntimeError("injected")
+            return real_update(layer, k, v)
+        sched.cache.update = update
+    else:
+        real_step = sched.decoder.step
+        def step(tokens, cache):
+            logits = real_step(tokens, cache)
+            if any(r is bad for r, _, _ in sched.rows) and sched.steps >= 4:
+                if cache.row is None: logits[slot()] = float("nan"); injected.append(1)
+                elif cache.row == slot(): logits[0] = float("nan"); injected.append(1)
+            return logits
+        sched.decoder = type("D", (), {"step": staticmethod(step), "version": sched.decoder.version})()
+    got, wait = collect(requests)
+    sched.start()
+    for r in requests: sched.submit(r)
+    wait(); sched.stop()
+    assert injected if where != "step" else injected[:2] == [None, 2]   # the step: batched, then the row alone
+    (error,) = [p for p in got[bad.id] if isinstance(p, Exception)]
+    assert isinstance(error, EngineError) and not isinstance(error, ValueError) and error.__cause__ is not None
+    assert got[bad.id][-1] is error                              # nothing after its error
+    for (prompt, kw), r in zip(ROWS, requests):
+        if r is bad: continue
+        alone = generate(model, tok, prompt, max_new_tokens=15, **kw)[0]
+        assert "".join(p.text for p in got[r.id]) == alone.text and got[r.id][-1].finish_reason == alone.finish_reason
+
+
+def test_tiny_temperature_is_greedy_and_no_piece_carries_a_non_finite_number(tiny_model):
+    model, tok = tiny_model
+    greedy = generate(model, tok, "The baker", max_new_tokens=15, temperature=0)[0]
+    assert generate(model, tok, "The baker", max_new_tokens=15, temperature=1e-30, seed=1)[0].token_ids == greedy.token_ids
+    sched = Scheduler(model, tok, max_batch_size=2)
+    real_step = sched.decoder.step
+    def step(tokens, cache):                                     # three possible tokens: the rest at -inf
+        logits = real_step(tokens, cache)
+        logits[:, 3:] = float("-inf")
+        return logits
+    sched.decoder = type("D", (), {"step": staticmethod(step), "version": sched.decoder.version})()
+    r = Request(tok.encode("The"), max_new_tokens=6, temperature=1.0, seed=0, top_logprobs=5, prompt_logprobs=True)
+    got, wait = collect([r])
+    sched.start(); sched.submit(r); wait(); sched.stop()
+    pieces = got[r.id]
+    assert pieces and all(isinstance(p, type(pieces[0])) for p in pieces)
+    numbers = [p.logprob for p in pieces] + [v for p in pieces for v in p.top_logprobs.values()]
+    assert all(math.isfinite(x) for x in numbers) and LOGPROB_FLOOR in numbers
+    assert all(p.token_id < 3 for p in pieces[1:])               # after the first step, only the finite three
+
+
+def test_submit_refuses_what_the_model_cannot_take(tiny_model):
+    model, tok = tiny_model
+    sched = Scheduler(model, tok)
+    for ids, message in [([], "1 to"), ([1] * model.config.max_length, "1 to"), ([10**6], "token ids must be in")]:
+        with pytest.raises(ValueError, match=message): sched.submit(Request(ids))
+    with pytest.raises(ValueError, match="top_p"): sched.submit(Request([1], top_p=0))
+    assert sched.queue_depth == 0
+    assert issubclass(EngineStopped, EngineError) and issubclass(EngineError, RuntimeError)
+    assert not issubclass(EngineError, ValueError)
