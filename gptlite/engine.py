@@ -287,6 +287,7 @@ class Request:
     submitted: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     prompt_token_logprobs: list[float | None] | None = None
+    prompt_top_logprobs: list[dict[int, float] | None] | None = None     # with prompt_logprobs and top_logprobs
     cancelled: bool = False                    # set by the client side (or `Scheduler.cancel`); the slot is freed
 
     def settings(self) -> tuple:
@@ -457,9 +458,12 @@ def _admit(self: Scheduler, request: Request):
     self.cache.reset(slot)
     x = torch.tensor([request.prompt_ids], device=self.device)
     logits = self.model(x, kv_cache=self.cache.select(slot), logits_to_keep=0 if request.prompt_logprobs else 1)[0][0]
-    if request.prompt_logprobs:
-        logp = torch.log_softmax(logits[:-1].float(), -1).gather(-1, x[0, 1:, None]).squeeze(-1)
-        request.prompt_token_logprobs = [None] + logp.clamp(min=LOGPROB_FLOOR).tolist()   # the first token has no context
+    if request.prompt_logprobs:                          # OpenAI's echo: the prompt scored, as harnesses ask
+        logp = torch.log_softmax(logits[:-1].float(), -1).clamp_(min=LOGPROB_FLOOR)    # (T-1, V): after each token
+        request.prompt_token_logprobs = [None] + logp.gather(-1, x[0, 1:, None]).squeeze(-1).tolist()  # first: no context
+        if request.top_logprobs:                         # ... and each position's most likely alternatives
+            top = torch.topk(logp, request.top_logprobs, dim=-1)
+            request.prompt_top_logprobs = [None] + [dict(zip(i, v)) for i, v in zip(top.indices.tolist(), top.values.tolist())]
     self.logits[slot] = logits[-1]
     self.seen[slot] = False
     self.seen[slot, x[0]] = True
