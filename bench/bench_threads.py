@@ -85,6 +85,7 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     checkpoint = args.checkpoint or ("saved_models/course" if os.path.isdir("saved_models/course") else str(latest_checkpoint()))
+    threads = torch.get_num_threads()                 # before any engine thread exists
     model, tok = load_checkpoint(checkpoint)
     n, t = args.max_new_tokens, args.temperature
     ways = {
@@ -104,7 +105,7 @@ def main():
     print(f"checkpoint {checkpoint}: {model.num_params() / 1e6:.2f} M parameters; prompt {args.prompt!r}, "
           f"{n} new tokens at temperature {t}, {args.repeats} repeats in turn")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores, flags {' '.join(flags) or '?'}; torch {torch.__version__}, "
-          f"capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+          f"capability {torch.backends.cpu.get_cpu_capability()}, {threads} threads, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     for name, m in med.items():
         unit = "steps/s" if name.startswith("no engine") else "tokens/s"

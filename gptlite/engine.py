@@ -393,7 +393,11 @@ class Scheduler:
     def _run(self):
         "The loop thread: its own settings first (thread-local in PyTorch), then the loop; no request is left waiting."
         try:
+            default = torch.get_num_threads()            # what a thread starting now gets
             torch.set_num_threads(self.threads)
+            if default != self.threads:                   # it also set that default: put it back, from a thread of its
+                restore = threading.Thread(target=torch.set_num_threads, args=(default,))   # own, so that only
+                restore.start(); restore.join()           # this thread changes
             with torch.no_grad(): self._loop()
         except BaseException as e:
             self.error = e

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from gptlite.engine import (LOGPROB_FLOOR, Decoder, EngineError, EngineStopped, QueueFull, Request, Scheduler, Sequence,
+from gptlite.engine import (ENGINE_THREADS, LOGPROB_FLOOR, Decoder, EngineError, EngineStopped, QueueFull, Request, Scheduler, Sequence,
                             SlotKVCache, candidate_probs, decoder_for, draw, engine_for, generate, main, pick_tokens,
                             stream_generate)
 from gptlite.model import GPT, GPTConfig
@@ -287,8 +287,9 @@ def test_a_new_thread_gets_the_same_text_decoded_on_the_engine_thread(tiny_model
     model, tok = tiny_model
     engine = engine_for(model, tok)
     assert engine_for(model, tok) is engine and engine.health()["alive"]
-    decoded_on = []
-    engine.on_step = lambda ids: decoded_on.append(threading.current_thread())
+    decoded_on, intra_op = [], set()
+    def note(ids): decoded_on.append(threading.current_thread()); intra_op.add(torch.get_num_threads())
+    engine.on_step = note
     try:
         kw = dict(max_new_tokens=20, temperature=0.9, top_k=30, seed=7)
         here = generate(model, tok, ["The baker", "She said"], **kw)
@@ -296,6 +297,8 @@ def test_a_new_thread_gets_the_same_text_decoded_on_the_engine_thread(tiny_model
     finally: engine.on_step = None
     assert [c.text for c in here] == [c.text for c in there] and here[0].token_ids
     assert decoded_on and set(decoded_on) == {engine.thread} and engine.thread is not threading.current_thread()
+    # the engine's thread runs one intra-op thread (no second OpenMP team); threads started later keep the default
+    assert intra_op == {ENGINE_THREADS} and run_on_new_thread(torch.get_num_threads) == torch.get_num_threads()
 
 
 
