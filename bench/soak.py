@@ -88,7 +88,7 @@ def soak(url: str, pid: int, clients: int = 64, seconds: float = 60, max_length:
                 greedy_prompts=len(stats["greedy"]), greedy_mismatches=mismatched,
                 metrics_stream_requests=served, metrics_generated_tokens=generated,
                 active_after=metric(url, "gptlite_active_sequences"), queue_after=metric(url, "gptlite_queue_depth"),
-                cancelled=metric(url, "gptlite_cancelled_requests"),
+                cancelled=metric(url, "gptlite_cancelled_requests_total"),
                 rss_before_mb=round(rss_before / 2**20, 1), rss_after_mb=round(rss_after / 2**20, 1))
 
 

@@ -886,7 +886,7 @@ def plan_size(cfg: TrainConfig,            # the run's settings; those named in 
             times, params = measure_train_step(c, vocab_size, device, tuple(precisions))
             precision = pick_precision(times) if len(times) == 2 else precisions[0]
             secs = times[precision]
-            steps = int(cfg.time_budget / secs)              # evaluations will take some of these: the rule allows for it
+            steps = max(1, int(cfg.time_budget / secs))      # evaluations take some (the rule allows for it); never 0
         else:
             times, secs, precision, steps = None, None, None, cfg.max_iters
             params = GPT(c.model_config(vocab_size)).num_params()

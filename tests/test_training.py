@@ -315,6 +315,12 @@ def fake_speed(monkeypatch, flops: float = 5e10):
     return calls
 
 
+def test_a_budget_shorter_than_one_step_plans_one_step(monkeypatch):
+    fake_speed(monkeypatch)                               # a slow or busy machine: the budget ends within a step
+    tiny, cands = training.plan_size(make_config(time_budget=0.01), 2048, train_tokens=300_000)
+    assert tiny.d_model == 64 and cands[0]["steps"] == 1  # one step, not a division by zero
+
+
 def test_plan_picks_the_size_closest_to_the_tokens_per_parameter_rule(monkeypatch):
     calls = fake_speed(monkeypatch)                       # width 128: about 0.2 s a step
     cfg = make_config(time_budget=300)
