@@ -222,8 +222,8 @@ def test_int8_in_process_backend(runs, monkeypatch):
 
 
 def shown_markdown(at) -> str:
-    "The main area's Markdown block that holds the prompt and the generated text."
-    (block,) = [m.value for m in at.main.markdown if "**" in m.value or "(no prompt)" in m.value]
+    "The Generate tab's Markdown block that holds the prompt and the generated text."
+    (block,) = [m.value for m in at.tabs[0].markdown if "**" in m.value or "(no prompt)" in m.value]   # the Generate tab
     return block
 
 
