@@ -757,9 +757,9 @@ def create_app(settings: ServerSettings | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):
-        errors = e.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        where = [str(x) for x in first["loc"] if x != "body"]      # e.g. prompt, list[...], 3: the field comes first
+        errors = e.errors()                 # a value that fits no member of a union fails each: "too long" says most
+        first = next((x for x in errors if x["type"] == "too_long"), errors[0] if errors else {"loc": (), "msg": "invalid"})
+        where = [str(x) for x in first["loc"] if x != "body" and not (isinstance(x, str) and "[" in x)]  # no union tags
         message = f"{'.'.join(where) or 'body'}: {first['msg']}"
         if request.url.path.startswith("/v1/"):
             return _error_response(request.url.path, 400, message, where[0] if where else "body")
