@@ -2,9 +2,9 @@
 engine, errors have the documented shape (OpenAI's on /v1, FastAPI's elsewhere) and never leak the server's insides,
 and a small request sent meanwhile still gets its answer.
 
-Two kinds of server: a real `python -m gptlite.api` process (with an API key), and a real uvicorn server in a thread of
-this process (`InProcess`), for the cases that reach into the engine: a fault in one row, a stalled or killed engine
-thread, a blocked tokenizer. Timeouts below are hang detectors, never speed checks."""
+Two kinds of server: a real `python -m gptlite.api` process (with an API key; its tests are marked slow), and a real
+uvicorn server in a thread of this process (`InProcess`), for the cases that reach into the engine: a fault in one
+row, a stalled or killed engine thread, a blocked tokenizer. Timeouts below are hang detectors, never speed checks."""
 import json
 import math
 import socket
@@ -70,6 +70,7 @@ class in_background(threading.Thread):
 # --- bounded before the engine: a real server process ---------------------------------------------------------------
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_long_and_many_stop_strings_are_bounded_and_stall_no_one(srv):
     stops = [("ab" * 500)[:999 - i] + "!" for i in range(8)]             # eight stops at the 1,000-character limit
     hostile = [in_background(post, srv.url, "/generate", {"prompt": "The", "max_length": 200, "stop": stops})
@@ -85,6 +86,7 @@ def test_long_and_many_stop_strings_are_bounded_and_stall_no_one(srv):
     assert_openai_error(r, 400, "stop")
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_huge_v1_bodies_are_refused_before_any_work(srv):
     health = []
     def poll():
@@ -115,6 +117,7 @@ def test_huge_v1_bodies_are_refused_before_any_work(srv):
     assert_small_request_answers(srv.url)
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_lone_surrogates_get_json_errors_naming_the_field(srv):
     raw = lambda path, text: httpx.post(srv.url + path, content=text.encode(), timeout=HANG,
                                         headers={**AUTH, "content-type": "application/json"})
@@ -129,6 +132,7 @@ def test_lone_surrogates_get_json_errors_naming_the_field(srv):
     assert_small_request_answers(srv.url)
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_a_key_on_every_route_but_health(srv):
     paths = httpx.get(srv.url + "/openapi.json", headers=AUTH).json()["paths"]
     assert httpx.get(srv.url + "/openapi.json").status_code == 401
@@ -145,6 +149,7 @@ def test_a_key_on_every_route_but_health(srv):
             assert wrong.status_code == 401
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_host_header_must_name_the_server(srv):
     r = httpx.get(srv.url + "/model", headers={**AUTH, "Host": "evil.example"})
     assert r.status_code == 400 and "Host" in r.json()["detail"]
@@ -153,6 +158,7 @@ def test_host_header_must_name_the_server(srv):
     assert httpx.get(srv.url + "/model", headers={**AUTH, "Host": f"localhost:{srv.port}"}).status_code == 200
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_sampling_edges_stay_finite_and_tiny_temperatures_are_greedy(srv, tiny_model):
     model, tok = tiny_model
     greedy = generate(model, tok, "The baker", max_new_tokens=12, temperature=0)[0].text
@@ -181,6 +187,7 @@ def test_safe_defaults_on_the_command_line(tmp_path, capsys):
 # --- OpenAI semantics that evaluation harnesses rely on -------------------------------------------------------------
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_echo_logprobs_equal_the_exported_hugging_face_model(srv, tiny_model):
     # an evaluation harness's loglikelihood request: token ids, echo, logprobs=1, max_tokens 0 or 1
     from gptlite.model import to_hf
@@ -208,6 +215,7 @@ def test_echo_logprobs_equal_the_exported_hugging_face_model(srv, tiny_model):
     assert c.usage.completion_tokens == 0 and c.usage.prompt_tokens == len(ids)
 
 
+@pytest.mark.slow                       # a server process of its own: in CI, not in the everyday loop
 def test_byte_fragment_tokens_are_shown_as_bytes(srv, tiny_model):
     model, tok = tiny_model
     table = token_bytes_table(tok)
@@ -337,12 +345,12 @@ def send_and_hang_up(port: int, path: str, body: dict) -> socket.socket:
 
 
 def test_a_request_past_its_deadline_is_504_and_frees_its_place(inproc, monkeypatch):
-    s = inproc(request_timeout=1.0)
+    s = inproc(request_timeout=0.5)
     go = gate_steps(monkeypatch, s.engine)
     r = post(s.url, "/v1/completions", {"model": "tiny", "prompt": "The", "max_tokens": 5}, headers={})
     assert_openai_error(r, 504, type_="server_error")
     r = post(s.url, "/generate", {"prompt": "The", "max_length": 5}, headers={})
-    assert r.status_code == 504 and "longer than 1 s" in r.json()["detail"]
+    assert r.status_code == 504 and "longer than 0.5 s" in r.json()["detail"]
     go.set()
     deadline = time.time() + HANG
     while (s.engine.active or s.engine.queue_depth) and time.time() < deadline: time.sleep(0.05)
