@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from transformers import AutoTokenizer
 
 from gptlite.tokenizer import (EOT, CharTokenizer, bpe_decode_by_hand, bpe_encode_by_hand, bytes_per_token,
@@ -121,6 +121,8 @@ def test_fast_encoder_gives_identical_ids_on_the_corpus(corpus, vocab_size):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+@example("<|endoftext|>").via("the special token's text: one id on both sides, as the server encodes it")
+@example("a<|endoftext|>b<|endoftext|>")
 def test_fast_encoder_gives_identical_ids_on_random_unicode(tok, s):
     from gptlite.tokenizer import fast_encoder
-    assert fast_encoder(tok).encode_ordinary(s) == tok.backend_tokenizer.encode(s, add_special_tokens=False).ids
+    assert fast_encoder(tok).encode(s, allowed_special="all") == tok.backend_tokenizer.encode(s, add_special_tokens=False).ids
