@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from .engine import EngineStopped, Piece, QueueFull, Request, Scheduler, quantize_int8
-from .sampling import check_prompt_fits, check_sampling_args, encode_prompt, token_bytes_table
+from .sampling import check_prompt_fits, encode_prompt, token_bytes_table
 from .tokenizer import EOT, fast_encoder
 
 log = logging.getLogger("gptlite.api")
@@ -277,9 +277,10 @@ class Call:
         for i, r in enumerate(requests): r.on_piece = lambda piece, i=i: self.queue.put_nowait((i, piece))
         for n, r in enumerate(requests):
             try: server.scheduler.submit(r)
-            except (QueueFull, EngineStopped) as e:
+            except (QueueFull, EngineStopped, ValueError) as e:
                 for earlier in requests[:n]: server.scheduler.cancel(earlier)
                 if isinstance(e, EngineStopped): raise engine_failure(e, r.id) from None
+                if isinstance(e, ValueError): raise APIError(400, str(e)) from None   # the engine's own checks
                 raise APIError(429, f"the server is busy: {e}; retry later", type="rate_limit_error",
                                headers={"Retry-After": "1"}) from None
         server.metrics.prompt_tokens.inc(sum(len(r.prompt_ids) for r in requests))
@@ -393,8 +394,6 @@ class Server:
         if max_new_tokens > self.settings.max_new_tokens:
             raise APIError(400, f"{tokens_field} must be at most {self.settings.max_new_tokens} on this server, "
                                 f"got {max_new_tokens}", tokens_field)
-        try: check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-        except ValueError as e: raise APIError(400, str(e)) from None
         return Request(ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, list(stop), **extra)
 
     def encode(self, text: str) -> list[int]:
