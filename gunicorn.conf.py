@@ -1,5 +1,5 @@
 """gunicorn's settings for `gptlite.api:app`, read by gunicorn from the directory it starts in (the repository root):
-uvicorn workers, whose Prometheus metrics `/metrics` sums (taught in nbs/08_api.ipynb)."""
+uvicorn workers, whose Prometheus metrics `/metrics` sums (taught in nbs/11_api.ipynb)."""
 import glob
 import os
 import tempfile

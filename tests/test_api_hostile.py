@@ -17,7 +17,8 @@ import pytest
 import torch
 import uvicorn
 
-from gptlite.api import ServerSettings, create_app, main
+from gptlite.api import create_app, main
+from gptlite.settings import ServerSettings
 from gptlite.engine import Scheduler, Sequence, generate
 from gptlite.sampling import token_bytes_table
 

@@ -49,6 +49,13 @@ def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(tiny_run):
             text = httpx.get(url + "/metrics", headers=headers).text
             ok = [l for l in text.splitlines() if l.startswith('gptlite_requests_total{path="/generate",status="200"}')]
             assert ok and float(ok[0].split()[-1]) == 6, text[-3000:]
+        # levels: an idle worker reports none active or queued (each samples its engine twice a second)
+        time.sleep(1.0)
+        for _ in range(4):
+            text = httpx.get(url + "/metrics", headers=headers).text
+            levels = {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
+                      if l.startswith(("gptlite_active_sequences ", "gptlite_queue_depth "))}
+            assert levels == {"gptlite_active_sequences": 0.0, "gptlite_queue_depth": 0.0}, text[-3000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]

@@ -14,7 +14,8 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow                         # builds the whole site, then a browser opens every page
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-PAGES = ["", "tokenizer/", "data/", "attention/", "model/", "training/", "sampling/", "lab/", "engine/", "api/", "app/"]
+PAGES = ["", "tokenizer/", "data/", "attention/", "model/", "training/", "sampling/", "lab/", "engine/", "schemas/", "settings/",
+         "routes/", "api/", "app/"]
 
 
 @pytest.fixture(scope="module")
