@@ -44,18 +44,19 @@ def test_gunicorn_workers_serve_the_checkpoint_from_the_environment(tiny_run):
         assert httpx.post(url + "/generate", json={"prompt": "x"}).status_code == 401            # the key from the env
         r = httpx.post(url + "/generate", json={"prompt": "x", "max_length": 60}, headers=headers)
         assert r.status_code == 400 and "at most 50" in r.json()["detail"]                     # GPTLITE_MAX_NEW_TOKENS
-        # each scrape reaches one worker, and reports both workers' counts summed (prometheus multiprocess mode)
-        for _ in range(6):
-            text = httpx.get(url + "/metrics", headers=headers).text
-            ok = [l for l in text.splitlines() if l.startswith('gptlite_requests_total{path="/generate",status="200"}')]
-            assert ok and float(ok[0].split()[-1]) == 6, text[-3000:]
-        # levels: an idle worker reports none active or queued (each samples its engine twice a second)
+        # levels, before any scrape: the idle workers report none active or queued (each samples its engine twice a
+        # second; a level set at each step would still show the last step's row, in the worker this scrape misses)
         time.sleep(1.0)
         for _ in range(4):
             text = httpx.get(url + "/metrics", headers=headers).text
             levels = {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
                       if l.startswith(("gptlite_active_sequences ", "gptlite_queue_depth "))}
             assert levels == {"gptlite_active_sequences": 0.0, "gptlite_queue_depth": 0.0}, text[-3000:]
+        # each scrape reaches one worker, and reports both workers' counts summed (prometheus multiprocess mode)
+        for _ in range(6):
+            text = httpx.get(url + "/metrics", headers=headers).text
+            ok = [l for l in text.splitlines() if l.startswith('gptlite_requests_total{path="/generate",status="200"}')]
+            assert ok and float(ok[0].split()[-1]) == 6, text[-3000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0]
