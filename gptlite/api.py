@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import latest_checkpoint
 from .model import CONFIG_NAME, WEIGHTS_NAME
-from .routes import Server, add_openai_routes, add_seed_routes
+from .routes import Server, add_openai_routes, add_native_routes
 from .schemas import APIError, SafeJSONResponse, error_response
 from .settings import (LOOPBACK, ServerSettings, build_parser, exposure_error, host_allowed, settings_error,
                               settings_from_env)
@@ -89,7 +89,7 @@ def create_app(settings: ServerSettings | None = None,
     settings = settings or ServerSettings()
     server = Server(settings, model, tokenizer)
     app = FastAPI(title="gptlite API", version="1.0", lifespan=server.lifespan, default_response_class=SafeJSONResponse,
-                  description="Text generation with a gptlite model: the seed's endpoints and an OpenAI-compatible /v1.")
+                  description="Text generation with a gptlite model: native endpoints and an OpenAI-compatible /v1.")
     app.state.server = server
 
     @app.exception_handler(APIError)
@@ -122,7 +122,7 @@ def create_app(settings: ServerSettings | None = None,
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    add_seed_routes(app, server)
+    add_native_routes(app, server)
     add_openai_routes(app, server)
     return app
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None):
     log_level = args.pop("log_level")
     try: settings = ServerSettings(**{k: v for k, v in args.items() if v is not None})   # the flags, then the environment
     except ValidationError as e: parser.error(settings_error(e, "cli"))
-    if exposure_error(settings): parser.error(exposure_error(settings))
+    if why := exposure_error(settings): parser.error(why)
     try: checkpoint = Path(settings.checkpoint) if settings.checkpoint else latest_checkpoint()
     except FileNotFoundError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
     if not (checkpoint / CONFIG_NAME).is_file() or not (checkpoint / WEIGHTS_NAME).is_file():

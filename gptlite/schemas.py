@@ -16,11 +16,11 @@ from .tokenizer import EOT
 
 # %% auto #0
 __all__ = ['MAX_PROMPT_CHARS', 'MAX_PROMPTS', 'MAX_TOKEN_IDS', 'MAX_STOP_CHARS', 'Prompt', 'StopString', 'Name', 'TokenIds',
-           'SEED_ERRORS', 'OPENAI_ERRORS', 'utf8', 'Sampling', 'GenerateRequest', 'BatchRequest', 'TokenizeRequest',
-           'DetokenizeRequest', 'StreamOptions', 'CompletionRequest', 'GenerateResponse', 'BatchResponse', 'Health',
-           'CompletionLogprobs', 'CompletionChoice', 'Usage', 'Completion', 'ErrorResponse', 'OpenAIErrorBody',
-           'OpenAIError', 'error_responses', 'to_json', 'SafeJSONResponse', 'error_response', 'APIError',
-           'LogprobsBuilder']
+           'Unsupported', 'NATIVE_ERRORS', 'OPENAI_ERRORS', 'utf8', 'Sampling', 'GenerateRequest', 'BatchRequest',
+           'TokenizeRequest', 'DetokenizeRequest', 'unsupported', 'StreamOptions', 'CompletionRequest',
+           'GenerateResponse', 'BatchResponse', 'Health', 'CompletionLogprobs', 'CompletionChoice', 'Usage',
+           'Completion', 'ErrorResponse', 'OpenAIErrorBody', 'OpenAIError', 'error_responses', 'to_json',
+           'SafeJSONResponse', 'error_response', 'APIError', 'LogprobsBuilder']
 
 # %% ../nbs/08_schemas.ipynb #63c55607
 def utf8(s: str) -> str:
@@ -37,7 +37,7 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_
 
 # %% ../nbs/08_schemas.ipynb #5d19e128
 class Sampling(BaseModel):
-    "Sampling settings shared by the seed's endpoints."
+    "Sampling settings shared by the native endpoints."
     model_config = ConfigDict(extra="forbid", strict=True)   # strict: `true` is not the number 1
     max_length: int = Field(100, ge=1, le=4096, description="new tokens to generate, at most")
     temperature: float = Field(0.8, ge=0, le=2, description="0: greedy; 0.1 conservative ... 1.5 creative")
@@ -66,6 +66,13 @@ class DetokenizeRequest(BaseModel):
     tokens: list[int] = Field(..., max_length=1_000_000)
 
 # %% ../nbs/08_schemas.ipynb #c6063852
+def unsupported(value: float) -> float:
+    "Refuse any value but 0 of an OpenAI option that gptlite does not implement."
+    if value != 0: raise ValueError("not supported by gptlite: only 0")
+    return value
+
+Unsupported = Annotated[float, AfterValidator(unsupported)]
+
 class StreamOptions(BaseModel):
     "OpenAI's `stream_options`."
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -89,8 +96,8 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Name | None = None
-    frequency_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
-    presence_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
+    frequency_penalty: Unsupported = Field(0.0, description="not supported: only 0")
+    presence_penalty: Unsupported = Field(0.0, description="not supported: only 0")
     top_k: int = Field(0, ge=0, le=100_000, description="gptlite extra: keep the k most likely tokens (0: off)")
     repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="gptlite extra (1: off)")
 
@@ -176,7 +183,7 @@ def error_responses(model, *statuses) -> dict:
     "OpenAPI entries for the error statuses a route can answer."
     return {s: {"model": model} for s in statuses}
 
-SEED_ERRORS = error_responses(ErrorResponse, 400, 401, 413, 422, 429, 500, 503, 504)
+NATIVE_ERRORS = error_responses(ErrorResponse, 400, 401, 413, 422, 429, 500, 503, 504)
 OPENAI_ERRORS = error_responses(OpenAIError, 400, 401, 404, 413, 429, 500, 503, 504)
 
 def to_json(content) -> str:

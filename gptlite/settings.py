@@ -46,7 +46,9 @@ class ServerSettings(BaseSettings):
     @field_validator("allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, v):
-        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+        "A comma-separated text, or a list whose items may be (`--allowed-hosts a.com,b.com` or `a.com b.com`)."
+        if not isinstance(v, (str, list)): return v
+        return [x.strip() for item in ([v] if isinstance(v, str) else v) for x in str(item).split(",") if x.strip()]
 
     def hosts(self) -> list[str]:
         "The Host header names this server answers to."
@@ -65,7 +67,8 @@ def settings_from_env(env: dict | None = None) -> ServerSettings:
     "Server settings from `GPTLITE_*` environment variables (`os.environ` by default); a bad value names its variable."
     try:
         if env is None: return ServerSettings()
-        return ServerSettings(**{k[len("GPTLITE_"):].lower(): v for k, v in env.items() if k.startswith("GPTLITE_") and v})
+        fields = {"GPTLITE_" + name.upper(): name for name in ServerSettings.model_fields}   # others (the app's) are not ours
+        return ServerSettings(**{fields[k]: v for k, v in env.items() if k in fields and v})
     except ValidationError as e: raise ValueError(settings_error(e, "env")) from None
 
 # %% ../nbs/09_settings.ipynb #908e3a7f

@@ -89,6 +89,7 @@ def test_generate_batch_and_stream_match_the_library(server, tiny_model):
     assert lines[-1] == "data: [DONE]"
     events = [json.loads(l[6:]) for l in lines[:-1]]
     assert "".join(e["text"] for e in events) == r["generated_text"] and events[-1]["finish_reason"]
+    assert events[-1]["completion_tokens"] == 20 and "generated_text" not in events[-1]   # the text is in the events
 
 
 def test_bad_input_is_a_4xx_naming_the_field(server):
