@@ -32,7 +32,8 @@ from .training import read_metrics
 log = logging.getLogger("gptlite.api")
 
 # %% auto #0
-__all__ = ['log', 'Metrics', 'Server', 'engine_failure', 'Call', 'sse', 'add_native_routes', 'add_openai_routes']
+__all__ = ['log', 'Metrics', 'Server', 'engine_failure', 'Call', 'sse', 'add_native_routes', 'Choice', 'join_logprobs',
+           'join_parts', 'add_openai_routes']
 
 # %% ../nbs/10_routes.ipynb #546de43a
 class Metrics:
@@ -347,6 +348,51 @@ def add_native_routes(app: FastAPI, server: Server):
             server.metrics.queue.set(server.scheduler.queue_depth); server.metrics.active.set(server.scheduler.active)
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+# %% ../nbs/10_routes.ipynb #9e23437a
+class Choice:
+    "One choice of a `/v1/completions` answer, built from its request's pieces: the echoed prompt first, then the new text."
+    def __init__(self, index: int, request: Request, body: CompletionRequest, echo: str, builder: LogprobsBuilder):
+        self.index, self.request, self.body, self.echo, self.builder = index, request, body, echo, builder
+        self.score_only, self.want_logprobs = body.max_tokens == 0, body.logprobs is not None
+        self.text, self.tokens, self.finish_reason, self.started = "", 0, None, False
+
+    def take(self, piece: Piece) -> dict:
+        "Add a piece; return the part of the choice it makes, in OpenAI's shape (what a stream's chunk carries)."
+        text, logprobs = ("" if self.score_only else piece.text), None
+        if not self.started:                               # the echo comes with the first piece
+            self.started, text = True, self.echo + text
+            if self.body.echo and self.want_logprobs: logprobs = self.prompt_logprobs()
+        if self.want_logprobs and not self.score_only:
+            new = self.builder.add(piece.token_id, piece.logprob, piece.top_logprobs)
+            logprobs = join_logprobs(logprobs, new)
+        if not self.score_only: self.tokens += 1
+        if piece.finish_reason: self.finish_reason = "length" if self.score_only else piece.finish_reason
+        self.text += text
+        return dict(text=text, index=self.index, logprobs=logprobs, finish_reason=self.finish_reason)
+
+    def prompt_logprobs(self) -> dict:
+        "The prompt's own tokens, for `echo` with `logprobs`: the first has no log-probability, having no context."
+        r = self.request
+        tops = r.prompt_top_logprobs or [None] * len(r.prompt_ids)
+        logprobs = None
+        for token, logprob, top in zip(r.prompt_ids, r.prompt_token_logprobs, tops):
+            logprobs = join_logprobs(logprobs, self.builder.add(token, logprob, top if self.body.logprobs else None))
+        return logprobs
+
+    def whole(self) -> dict:
+        "The whole choice, once its request has finished."
+        return dict(text=self.text, index=self.index, logprobs=self.builder.data if self.want_logprobs else None,
+                    finish_reason=self.finish_reason or "length")
+
+def join_logprobs(a: dict | None, b: dict | None) -> dict | None:
+    "Two consecutive `logprobs` objects of one choice as one."
+    return b if a is None else a if b is None else {k: a[k] + b[k] for k in a}
+
+def join_parts(a: dict, b: dict) -> dict:
+    "Two consecutive parts of one choice as one: texts and logprobs joined, the later finish reason."
+    return dict(text=a["text"] + b["text"], index=a["index"], logprobs=join_logprobs(a["logprobs"], b["logprobs"]),
+                finish_reason=b["finish_reason"])
+
 # %% ../nbs/10_routes.ipynb #d0e24e32
 def add_openai_routes(app: FastAPI, server: Server):
     @app.get("/v1/models", tags=["openai"], responses=OPENAI_ERRORS)
@@ -366,7 +412,7 @@ def add_openai_routes(app: FastAPI, server: Server):
                            "model", code="model_not_found")
         prompts, stops = body.prompts(), body.stops()
         server.check_count(len(prompts) * body.n, "n" if body.n > 1 else "prompt")
-        want_logprobs, score_only = body.logprobs is not None, body.max_tokens == 0
+        want_logprobs = body.logprobs is not None
         seed = lambda j: body.seed + j if body.seed is not None else None
         requests = await run_in_threadpool(lambda: [       # tokenizing is work: off the event loop
             server.request(prompt, max(body.max_tokens, 1), body.temperature, body.top_k, body.top_p,
@@ -374,59 +420,29 @@ def add_openai_routes(app: FastAPI, server: Server):
                            prompt_logprobs=body.echo and want_logprobs)
             for prompt in prompts for j in range(body.n)])
         call = Call(server, requests)
-        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        echoes = [server.tokenizer.decode(r.prompt_ids) if body.echo else "" for r in requests]
         eot = server.tokenizer.convert_tokens_to_ids(EOT)
-        builders = [LogprobsBuilder(server.table, eot) for _ in requests]
+        choices = [Choice(i, r, body, server.tokenizer.decode(r.prompt_ids) if body.echo else "",
+                          LogprobsBuilder(server.table, eot)) for i, r in enumerate(requests)]
+        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-        def echo_logprobs(i: int) -> dict | None:     # the prompt's own tokens, when echoed with logprobs
-            r = requests[i]
-            if not (body.echo and want_logprobs): return None
-            tops = r.prompt_top_logprobs or [None] * len(r.prompt_ids)
-            new = [builders[i].add(t, lp, top if body.logprobs else None)
-                   for t, lp, top in zip(r.prompt_ids, r.prompt_token_logprobs, tops)]
-            return {k: sum((n[k] for n in new), []) for k in builders[i].data}
-
-        started, counts = [False] * len(requests), [0] * len(requests)
-        def take(i: int, piece: Piece) -> tuple[str, dict | None]:
-            "The text and logprobs that a piece adds to choice i (the echo first, with the first piece)."
-            text, logprobs = ("", None) if score_only else (piece.text, None)
-            if not started[i]:
-                started[i], text, logprobs = True, echoes[i] + text, echo_logprobs(i)
-            if want_logprobs and not score_only:
-                new = builders[i].add(piece.token_id, piece.logprob, piece.top_logprobs)
-                logprobs = {k: (logprobs[k] if logprobs else []) + new[k] for k in new}
-            if not score_only: counts[i] += 1
-            return text, logprobs
-
-        def usage() -> dict:
-            prompt, completion = sum(len(r.prompt_ids) for r in requests[::body.n]), sum(counts)
-            return dict(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-        def chunk(choices: list, **extra) -> dict:
+        def answer(choices: list[dict], **extra) -> dict:
             return dict(id=cid, object="text_completion", created=created, model=server.model_id, choices=choices, **extra)
 
-        finish = lambda piece: "length" if score_only else piece.finish_reason
+        def usage() -> dict:                       # the prompts once each, however many completions they have
+            prompt, completion = sum(len(r.prompt_ids) for r in requests[::body.n]), sum(c.tokens for c in choices)
+            return dict(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
         if body.stream:
-            async def chunks():                # per batch of pieces: one chunk per choice, its pieces merged
+            async def chunks():                    # per batch of pieces: one chunk per choice, its parts joined
                 async for items in call.batches():
-                    merged = {}
+                    parts = {}
                     for i, piece in items:
-                        text, logprobs = take(i, piece)
-                        c = merged.setdefault(i, dict(text="", index=i, logprobs=None, finish_reason=None))
-                        c["text"] += text
-                        if logprobs is not None:
-                            c["logprobs"] = {k: (c["logprobs"][k] if c["logprobs"] else []) + v for k, v in logprobs.items()}
-                        c["finish_reason"] = finish(piece)
-                    yield [chunk([c]) for c in merged.values()]
-                if body.stream_options and body.stream_options.include_usage: yield [chunk([], usage=usage())]
+                        part = choices[i].take(piece)
+                        parts[i] = join_parts(parts[i], part) if i in parts else part
+                    yield [answer([part]) for part in parts.values()]
+                if body.stream_options and body.stream_options.include_usage: yield [answer([], usage=usage())]
             return sse(chunks())
 
-        texts, reasons = [""] * len(requests), ["length"] * len(requests)
         async for items in call.batches(http):
-            for i, piece in items:
-                texts[i] += take(i, piece)[0]
-                if piece.finish_reason: reasons[i] = finish(piece)
-        choices = [dict(text=texts[i], index=i, logprobs=builders[i].data if want_logprobs else None,
-                        finish_reason=reasons[i]) for i in range(len(requests))]
-        return chunk(choices, usage=usage())
+            for i, piece in items: choices[i].take(piece)
+        return answer([choice.whole() for choice in choices], usage=usage())

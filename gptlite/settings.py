@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -25,7 +26,7 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPTLITE_", extra="forbid", validate_default=True)
     checkpoint: str | None = Field(None, description="a checkpoint or run directory (default: the newest under saved_models/)")
     host: str = Field("127.0.0.1", description="interface to bind (default: loopback only)")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     api_key: str | None = Field(None, min_length=16, description="require `Authorization: Bearer KEY` (16 characters or more)")
     insecure: bool = Field(False, description="serve on a non-loopback interface without an API key")
     allowed_hosts: Annotated[list[str], NoDecode] = Field([], description="Host headers accepted, comma-separated "
@@ -39,7 +40,7 @@ class ServerSettings(BaseSettings):
     request_timeout: float = Field(600, gt=0, description="seconds a request may take, queue included, before a 504")
     stall_timeout: float = Field(30, gt=0, description="seconds without progress, with work waiting, before /health says error")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="request bodies larger than this are refused with 413")
-    quantize: Literal["none", "int8"] = Field("none", description="int8: int8 linear layers (CPU), see `07_engine`")
+    quantize: Literal["none", "int8"] = Field("none", description="int8: int8 linear layers, on the CPU (see `07_engine`)")
     model_name: Name | None = Field(None, description="the id under /v1/models (default: the checkpoint directory's name)")
     device: str = Field("cpu", description="cpu, cuda, mps")
 
@@ -77,13 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="python -m gptlite.api", description="Serve a gptlite model over HTTP (docs at /docs). "
                   "Every flag can also be set as an environment variable: --max-queue as GPTLITE_MAX_QUEUE.")
     for name, f in ServerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        default = "none" if f.default is None else f.default
-        help = (f.description or "") + ("" if "default" in (f.description or "") else f" (default: {default})")
-        help = help.replace("%", "%%")
-        if f.annotation in (bool, "bool"): p.add_argument(flag, action="store_true", default=None, help=help)
-        elif "list" in str(f.annotation): p.add_argument(flag, nargs="*", default=None, help=help)
-        else: p.add_argument(flag, default=None, help=help, metavar=name.split("_")[-1].upper())
+        flag, text = "--" + name.replace("_", "-"), f.description or ""
+        if "default" not in text: text += f" (default: {'none' if f.default is None else f.default})"
+        text = text.replace("%", "%%")                   # argparse formats help with %
+        if f.annotation is bool: p.add_argument(flag, action="store_true", default=None, help=text)
+        elif typing.get_origin(f.annotation) is list: p.add_argument(flag, nargs="*", default=None, help=text)
+        elif typing.get_origin(f.annotation) is Literal: p.add_argument(flag, default=None, help=text,
+                                                                          choices=typing.get_args(f.annotation))
+        else: p.add_argument(flag, default=None, help=text, metavar=name.split("_")[-1].upper())
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
