@@ -31,8 +31,8 @@ __all__ = ['log', 'Gate', 'create_app', 'main']
 
 # %% ../nbs/11_api.ipynb #1afada02
 class Gate:
-    """ASGI middleware, before any route: the Host header, the body size (413), the API key (all paths but /health);
-    then request counts and latencies for /metrics."""
+    """ASGI middleware, before any route: the Host header, the API key (all paths but /health), the body size (413);
+    and request counts and latencies for /metrics."""
     def __init__(self, app, server: Server):
         self.app, self.server = app, server
 

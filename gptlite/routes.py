@@ -91,23 +91,29 @@ class Server:
         "FastAPI's lifespan: load the model in a thread (`/health` answers 503 meanwhile); stop the engine at the end."
         self.loop = asyncio.get_running_loop()
         threading.Thread(target=self.load, daemon=True).start()
-        levels = asyncio.create_task(self.sample_levels())
+        sampler = asyncio.create_task(self.sample_engine())
         try: yield
         finally:
-            levels.cancel()
+            sampler.cancel()
             if self.scheduler: self.scheduler.stop()
 
     def deliver(self, pairs: list):
         "From the scheduler thread: one hop into the event loop per step, which hands each piece to its request."
         def hand_over():
             for request, piece in pairs: request.on_piece(piece)
-            self.metrics.steps.inc(self.scheduler.steps - self.steps_seen); self.steps_seen = self.scheduler.steps
         self.loop.call_soon_threadsafe(hand_over)
 
-    async def sample_levels(self, every: float = 0.5):
-        "Set the queue and active gauges from the engine, every `every` seconds: levels are read, not counted."
+    def read_engine(self):
+        "Bring the engine's figures into the metrics: its steps (a counter), its queue and active rows (levels)."
+        if not self.scheduler: return
+        steps = self.scheduler.steps
+        self.metrics.steps.inc(steps - self.steps_seen); self.steps_seen = steps
+        self.metrics.queue.set(self.scheduler.queue_depth); self.metrics.active.set(self.scheduler.active)
+
+    async def sample_engine(self, every: float = 0.5):
+        "`read_engine` every `every` seconds, on the event loop, for as long as the server runs."
         while True:
-            if self.scheduler: self.metrics.queue.set(self.scheduler.queue_depth); self.metrics.active.set(self.scheduler.active)
+            self.read_engine()
             await asyncio.sleep(every)
 
     @property
@@ -342,10 +348,9 @@ def add_native_routes(app: FastAPI, server: Server):
 
     @app.get("/metrics", tags=["server"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: {"model": ErrorResponse}})
-    def metrics():
+    async def metrics():                               # on the event loop, like every `read_engine`
         "Counters, gauges and histograms in Prometheus text format (every worker's, summed, under gunicorn)."
-        if server.ready:                                   # the levels as they are now
-            server.metrics.queue.set(server.scheduler.queue_depth); server.metrics.active.set(server.scheduler.active)
+        server.read_engine()                               # the figures as they are now
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 # %% ../nbs/10_routes.ipynb #9e23437a
