@@ -11,7 +11,7 @@ pairs per round, their median); medians over rounds, and the ratio of each round
 batch-1 decoding is a measured bandwidth divided by the bytes of weights read per token: both the copy bandwidth
 (bytes read + written by a 256 MB copy) and the read bandwidth (a sum over 256 MB) are reported.
 """
-import argparse, json, os, statistics, sys, time
+import argparse, json, statistics, time
 from pathlib import Path
 
 import torch
@@ -48,13 +48,11 @@ def main():
     from transformers import __version__ as hf_version
     from gptlite.model import GPT, GPTConfig, to_hf
     from gptlite.engine import generate, stream_generate
-    from gptlite.sampling import token_bytes_table
     from gptlite.tokenizer import EOT, train_tokenizer
 
     text = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (ROOT / "data" / "examples" / "sample.txt").read_text()
     tok = train_tokenizer([text], vocab_size=5000)
     V, eot = len(tok), tok.convert_tokens_to_ids(EOT)
-    table = token_bytes_table(tok)
     bw, read_bw = copy_bandwidth(), read_bandwidth()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, transformers {hf_version}, "
           f"{torch.get_num_threads()} threads, vocab {V}, copy bandwidth {bw:.1f} GB/s, read {read_bw:.1f} GB/s",
@@ -72,7 +70,7 @@ def main():
 
         def ours(prompts, n):
             t = time.perf_counter()
-            out = generate(model, tok, prompts, max_new_tokens=n, seed=1, table=table, **sampling)
+            out = generate(model, tok, prompts, max_new_tokens=n, seed=1, **sampling)
             return sum(len(c.token_ids) for c in out), time.perf_counter() - t
 
         def theirs(prompts, n):
@@ -88,7 +86,7 @@ def main():
 
         def ttft_ours():
             t = time.perf_counter()
-            next(iter(stream_generate(model, tok, [long_prompt], max_new_tokens=1, seed=1, table=table, **sampling)))
+            next(iter(stream_generate(model, tok, [long_prompt], max_new_tokens=1, seed=1, **sampling)))
             return time.perf_counter() - t
 
         def ttft_theirs():

@@ -26,13 +26,11 @@ def main():
     from gptlite.data import prepare_data
     from gptlite.model import GPT, GPTConfig, load_checkpoint
     from gptlite.engine import generate, latest_checkpoint, quantize_int8, weights_size
-    from gptlite.sampling import token_bytes_table
     from gptlite.tokenizer import train_tokenizer
     from gptlite.training import evaluate_split
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"quantized engine {torch.backends.quantized.engine}", flush=True)
     tok = train_tokenizer([(ROOT / "data" / "examples" / "sample.txt").read_text()], vocab_size=5000)
-    table = token_bytes_table(tok)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, len(tok), (16,), generator=g).tolist() for _ in range(8)]
     for name, c in CONFIGS.items():
@@ -41,13 +39,13 @@ def main():
         int8 = quantize_int8(fp32)
         models = {"fp32": fp32, "int8": int8}
         rows = {f"{b}_{m}": [] for b in ("b1", "b8") for m in models}
-        for m in models.values(): generate(m, tok, [prompts[0]], max_new_tokens=8, table=table)   # warm up
+        for m in models.values(): generate(m, tok, [prompts[0]], max_new_tokens=8)   # warm up
         for r in range(args.rounds):
             for batch, key in ((prompts[:1], "b1"), (prompts, "b8")):
                 order = list(models.items()) if r % 2 == 0 else list(models.items())[::-1]
                 for label, m in order:
                     t = time.perf_counter()
-                    out = generate(m, tok, batch, max_new_tokens=128, top_k=50, top_p=0.9, seed=1, table=table)
+                    out = generate(m, tok, batch, max_new_tokens=128, top_k=50, top_p=0.9, seed=1)
                     rows[f"{key}_{label}"].append(sum(len(o.token_ids) for o in out) / (time.perf_counter() - t))
         med = {k: round(statistics.median(v), 1) for k, v in rows.items()}
         ratio = lambda b: round(statistics.median(i / f for i, f in zip(rows[f"{b}_int8"], rows[f"{b}_fp32"])), 2)

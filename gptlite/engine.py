@@ -630,7 +630,6 @@ def stream_generate(model, tokenizer,
                     seed: int | None = None,          # row b draws with seed + b; None: a random seed
                     stop: str | list[str] | None = None, # stop strings, left out of the text
                     top_logprobs: int = 0,            # also report this many most likely alternatives per token
-                    table: list[bytes] | None = None, # unused: the engine keeps its own (kept for older callers)
                    ) -> Iterator[Piece]:
     "Generate from each prompt on the engine's thread, yielding pieces as they become safe to show; `Piece.row` is the prompt's index."
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
@@ -650,10 +649,10 @@ def stream_generate(model, tokenizer,
 
 def _drive(model, tokenizer, requests: list[Request], pieces: queue.SimpleQueue) -> Iterator[Piece]:
     "Submit the requests to the model's engine and yield their pieces; closing the generator cancels what is left."
-    waiting, unfinished, served, retried = collections.deque(enumerate(requests)), len(requests), [], False
+    waiting, finished, served, retried = collections.deque(enumerate(requests)), set(), [], False
     engine = engine_for(model, tokenizer)
     try:
-        while unfinished:
+        while len(finished) < len(requests):
             while waiting:                            # more prompts than the queue takes: the rest as places free up
                 try: engine.submit(waiting[0][1])
                 except QueueFull: break
@@ -661,17 +660,18 @@ def _drive(model, tokenizer, requests: list[Request], pieces: queue.SimpleQueue)
                     if retried: raise
                     engine, retried = engine_for(model, tokenizer), True
                     continue
-                served.append((engine, waiting.popleft()[1]))
+                served.append((engine, *waiting.popleft()))
             try: b, piece = pieces.get(timeout=0.01 if waiting else 1.0)
             except queue.Empty:
                 if not engine.health()["alive"] and not waiting: raise EngineStopped(engine._why_stopped()) from None
                 continue
             if isinstance(piece, BaseException): raise piece
             piece.row = b                             # the engine's row is a slot; the caller's is the prompt's index
-            if piece.finish_reason: unfinished -= 1
+            if piece.finish_reason: finished.add(b)
             yield piece
     finally:
-        for engine, request in served: engine.cancel(request)   # a finished one is not held anywhere: no effect
+        for engine, b, request in served:
+            if b not in finished: engine.cancel(request)   # the caller left early: its requests free their places
 
 def generate(model, tokenizer, prompts: str | list[str] | list[list[int]], **kwargs) -> list[Completion]:
     "Generate a `Completion` for each prompt; the arguments are `stream_generate`'s."
@@ -745,9 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: int8 linear layers (CPU)")
     return p
 
-def _print_samples(model, tok, prompt: str, args, table):
+def _print_samples(model, tok, prompt: str, args):
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              repetition_penalty=args.repetition_penalty, stop=args.stop, table=table)
+              repetition_penalty=args.repetition_penalty, stop=args.stop)
     seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
     if args.stream:
         for i in range(args.num_samples):
@@ -772,18 +772,17 @@ def main(argv: list[str] | None = None):
         if args.quantize == "int8" and args.device != "cpu": raise ValueError("--quantize int8 runs on the CPU only")
         model, tok = load_checkpoint(args.checkpoint or latest_checkpoint(), device=args.device)
         if args.quantize == "int8": model = quantize_int8(model)
-        table = token_bytes_table(tok)
         if args.creative:
             for prompt in CREATIVE_PROMPTS:
                 print(f"=== {prompt} ===")
-                _print_samples(model, tok, prompt, args, table)
+                _print_samples(model, tok, prompt, args)
         elif args.interactive:
             while True:
                 try: prompt = input(">>> ")
                 except EOFError: break
                 if not prompt: break
-                _print_samples(model, tok, prompt, args, table)
-        else: _print_samples(model, tok, args.prompt, args, table)
+                _print_samples(model, tok, prompt, args)
+        else: _print_samples(model, tok, args.prompt, args)
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"gptlite-generate: error: {e}\n")
 
