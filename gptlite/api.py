@@ -34,7 +34,7 @@ class Gate:
     """ASGI middleware, before any route: the Host header, the API key (all paths but /health), the body size (413);
     and request counts and latencies for /metrics."""
     def __init__(self, app, server: Server):
-        self.app, self.server = app, server
+        self.app, self.server, self.paths = app, server, None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
@@ -45,8 +45,8 @@ class Gate:
             await send(message)
         try: await self.check_then_route(scope, receive, send_and_see)
         finally:                                   # after the whole response: streamed ones and refusals included
-            paths = {r.path for r in scope["app"].routes} if "app" in scope else set()
-            label = scope["path"] if scope["path"] in paths else "other"     # not any path a client makes up
+            if self.paths is None: self.paths = {r.path for r in scope["app"].routes}   # once: routes are fixed by now
+            label = scope["path"] if scope["path"] in self.paths else "other"           # not any path a client makes up
             self.server.metrics.requests.labels(label, str(status)).inc()
             self.server.metrics.latency.labels(label).observe(time.perf_counter() - start)
 

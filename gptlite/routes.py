@@ -21,10 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from .engine import EngineStopped, Piece, QueueFull, Request, Scheduler, latest_checkpoint, quantize_int8
 from .model import load_checkpoint
-from .sampling import check_prompt_fits, encode_prompt, token_bytes_table
+from .sampling import check_prompt_fits, encode_prompt
 from .schemas import (OPENAI_ERRORS, NATIVE_ERRORS, APIError, BatchRequest, BatchResponse, Completion,
                              CompletionRequest, DetokenizeRequest, ErrorResponse, GenerateRequest, GenerateResponse,
-                             Health, LogprobsBuilder, SafeJSONResponse, Sampling, TokenizeRequest, to_json)
+                             Health, LogprobsBuilder, SafeJSONResponse, Sampling, TokenizeRequest, openai_error, to_json)
 from .settings import ServerSettings
 from .tokenizer import EOT, fast_encoder
 from .training import read_metrics
@@ -78,7 +78,6 @@ class Server:
             self.n_params = self.model.num_params()
             if self.settings.quantize == "int8": self.model = quantize_int8(self.model)
             self.fast = fast_encoder(self.tokenizer)       # tiktoken with the same merges: the same ids, faster
-            self.table = token_bytes_table(self.tokenizer)
             s = self.settings
             self.scheduler = Scheduler(self.model, self.tokenizer, s.max_batch_size, s.max_queue,
                                        deliver=self.deliver).start()
@@ -244,17 +243,18 @@ def sse(events) -> StreamingResponse:
         try:
             async for batch in events: yield "".join(f"data: {to_json(event)}\n\n" for event in batch)
         except APIError as e:                      # the status is already sent: report the error in the stream
-            yield f"data: {to_json(dict(error=dict(message=e.message, type=e.type, param=e.param, code=e.code)))}\n\n"
+            yield f"data: {to_json(openai_error(e.message, e.type, e.param, e.code))}\n\n"
         except Exception:
             log.exception("a stream failed")
-            yield f"data: {to_json(dict(error=dict(message='internal error', type='server_error', param=None, code=None)))}\n\n"
+            yield f"data: {to_json(openai_error('internal error', 'server_error'))}\n\n"
         yield "data: [DONE]\n\n"
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-def _summary(request: Request, text: str, n_tokens: int, finish_reason: str) -> dict:
+def _counts(request: Request, n_tokens: int, finish_reason: str) -> dict:
+    "A finished request's token counts and timings."
     now = time.perf_counter()
     elapsed, first = now - request.submitted, (request.first_token_at or now) - request.submitted
-    return dict(generated_text=text, prompt_tokens=len(request.prompt_ids), completion_tokens=n_tokens,
+    return dict(prompt_tokens=len(request.prompt_ids), completion_tokens=n_tokens,
                 finish_reason=finish_reason, time_ms=round(1000 * elapsed, 2), time_to_first_token_ms=round(1000 * first, 2),
                 tokens_per_second=round(n_tokens / elapsed, 2) if elapsed > 0 else 0.0)
 
@@ -274,7 +274,7 @@ async def _collect(call: Call, http) -> list[dict]:
         for i, piece in items:
             texts[i] += piece.text; counts[i] += 1
             if piece.finish_reason: reasons[i] = piece.finish_reason
-    return [_summary(r, texts[i], counts[i], reasons[i]) for i, r in enumerate(call.requests)]
+    return [dict(generated_text=texts[i], **_counts(r, counts[i], reasons[i])) for i, r in enumerate(call.requests)]
 
 def add_native_routes(app: FastAPI, server: Server):
     @app.get("/health", tags=["server"], response_model=Health, response_model_exclude_none=True,
@@ -326,8 +326,7 @@ def add_native_routes(app: FastAPI, server: Server):
                 event = dict(text="".join(p.text for p in pieces), token_ids=[p.token_id for p in pieces],
                              logprobs=[p.logprob for p in pieces])
                 if pieces[-1].finish_reason:           # the last: the counts and timings (the text is in the events)
-                    summary = _summary(call.requests[0], "", n, pieces[-1].finish_reason)
-                    event.update({k: v for k, v in summary.items() if k != "generated_text"})
+                    event.update(_counts(call.requests[0], n, pieces[-1].finish_reason))
                 yield [event]
         return sse(events())
 
@@ -348,10 +347,11 @@ def add_native_routes(app: FastAPI, server: Server):
 
     @app.get("/metrics", tags=["server"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: {"model": ErrorResponse}})
-    async def metrics():                               # on the event loop, like every `read_engine`
+    async def metrics():
         "Counters, gauges and histograms in Prometheus text format (every worker's, summed, under gunicorn)."
-        server.read_engine()                               # the figures as they are now
-        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        server.read_engine()                               # the figures as they are now, read on the event loop
+        text = await run_in_threadpool(server.metrics.exposition)   # under gunicorn it reads every worker's files
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 # %% ../nbs/10_routes.ipynb #9e23437a
 class Choice:
@@ -419,15 +419,18 @@ def add_openai_routes(app: FastAPI, server: Server):
         server.check_count(len(prompts) * body.n, "n" if body.n > 1 else "prompt")
         want_logprobs = body.logprobs is not None
         seed = lambda j: body.seed + j if body.seed is not None else None
-        requests = await run_in_threadpool(lambda: [       # tokenizing is work: off the event loop
-            server.request(prompt, max(body.max_tokens, 1), body.temperature, body.top_k, body.top_p,
-                           body.repetition_penalty, seed(j), stops, "prompt", "max_tokens", top_logprobs=body.logprobs or 0,
-                           prompt_logprobs=body.echo and want_logprobs)
-            for prompt in prompts for j in range(body.n)])
+        def prepare() -> tuple[list[Request], list[str]]:   # tokenizing and decoding are work: off the event loop
+            requests = [server.request(prompt, max(body.max_tokens, 1), body.temperature, body.top_k, body.top_p,
+                                       body.repetition_penalty, seed(j), stops, "prompt", "max_tokens",
+                                       top_logprobs=body.logprobs or 0, prompt_logprobs=body.echo and want_logprobs)
+                        for prompt in prompts for j in range(body.n)]
+            echoes = [server.tokenizer.decode(r.prompt_ids) if body.echo else "" for r in requests[::body.n]]
+            return requests, echoes                # one echo per prompt, shared by its n choices
+        requests, echoes = await run_in_threadpool(prepare)
         call = Call(server, requests)
-        eot = server.tokenizer.convert_tokens_to_ids(EOT)
-        choices = [Choice(i, r, body, server.tokenizer.decode(r.prompt_ids) if body.echo else "",
-                          LogprobsBuilder(server.table, eot)) for i, r in enumerate(requests)]
+        engine = server.scheduler                  # its table of token bytes and its end-of-text id name the tokens
+        choices = [Choice(i, r, body, echoes[i // body.n], LogprobsBuilder(engine.table, engine.eot))
+                   for i, r in enumerate(requests)]
         cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def answer(choices: list[dict], **extra) -> dict:

@@ -20,7 +20,7 @@ __all__ = ['MAX_PROMPT_CHARS', 'MAX_PROMPTS', 'MAX_TOKEN_IDS', 'MAX_STOP_CHARS',
            'TokenizeRequest', 'DetokenizeRequest', 'unsupported', 'StreamOptions', 'CompletionRequest',
            'GenerateResponse', 'BatchResponse', 'Health', 'CompletionLogprobs', 'CompletionChoice', 'Usage',
            'Completion', 'ErrorResponse', 'OpenAIErrorBody', 'OpenAIError', 'error_responses', 'to_json',
-           'SafeJSONResponse', 'error_response', 'APIError', 'LogprobsBuilder']
+           'SafeJSONResponse', 'openai_error', 'error_response', 'APIError', 'LogprobsBuilder']
 
 # %% ../nbs/08_schemas.ipynb #63c55607
 def utf8(s: str) -> str:
@@ -194,11 +194,14 @@ class SafeJSONResponse(JSONResponse):
     "Every JSON body of the server, rendered by `to_json`."
     def render(self, content) -> bytes: return to_json(content).encode("ascii")
 
+def openai_error(message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
+    "An error in OpenAI's shape, as a response body or an event of a stream."
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
 def error_response(path: str, status: int, message: str, param: str | None = None, type: str = "invalid_request_error",
                    headers: dict | None = None, code: str | None = None, detail=None) -> JSONResponse:
     "An error in the shape `path` promises: OpenAI's on `/v1/*`, FastAPI's `detail` elsewhere."
-    if path.startswith("/v1/"):
-        body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    if path.startswith("/v1/"): body = openai_error(message, type, param, code)
     else: body = {"detail": detail if detail is not None else message}
     return SafeJSONResponse(body, status_code=status, headers=headers)
 
